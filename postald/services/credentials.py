@@ -1,0 +1,97 @@
+"""Credentials: API and SMTP keys, SMTP-IP networks, usage labels."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+from sqlalchemy import func, select
+
+from postald.errors import Errors, NotFound
+from schema.main import Credential, Server, random_string, utcnow
+
+TYPES = ("SMTP", "API", "SMTP-IP")
+
+
+def create(session, server: Server, type: str, name: str, key: str | None = None, hold: bool = False) -> Credential:
+    errors = Errors()
+    if type not in TYPES:
+        errors.add("type", "is not included in the list")
+    if not name:
+        errors.add("name", "can't be blank")
+    if type in ("SMTP", "API"):
+        key = _unique_key(session)
+    elif type == "SMTP-IP":
+        if not key:
+            errors.add("key", "can't be blank")
+        else:
+            try:
+                ipaddress.ip_network(key.strip(), strict=False)
+            except ValueError:
+                errors.add("key", "must be a valid IPv4 or IPv6 address")
+    if key and type == "SMTP-IP" and not errors and _key_taken(session, key):
+        errors.add("key", "has already been taken")
+    errors.raise_if_any()
+    credential = Credential(server_id=server.id, type=type, name=name, key=key.strip(), hold=bool(hold))
+    session.add(credential)
+    session.flush()
+    return credential
+
+
+def _key_taken(session, key: str) -> bool:
+    return session.scalars(select(Credential.id).where(func.lower(Credential.key) == key.lower())).first() is not None
+
+
+def _unique_key(session) -> str:
+    while True:
+        key = random_string(24)
+        if not _key_taken(session, key):
+            return key
+
+
+def find_by_key(session, type: str, key: str) -> Credential | None:
+    return session.scalars(select(Credential).where(Credential.type == type, Credential.key == key)).first()
+
+
+def get(session, server: Server, uuid: str) -> Credential:
+    credential = session.scalars(select(Credential).where(Credential.server_id == server.id, Credential.uuid == uuid)).first()
+    if credential is None:
+        raise NotFound(f"No credential found matching '{uuid}'")
+    return credential
+
+
+def smtp_ip_credential_for(session, address: str) -> Credential | None:
+    """The SMTP-IP credential whose network contains the client address (most specific first)."""
+    try:
+        client = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if client.version == 6 and client.ipv4_mapped:
+        client = client.ipv4_mapped
+    best = None
+    for credential in session.scalars(select(Credential).where(Credential.type == "SMTP-IP")):
+        try:
+            network = ipaddress.ip_network(credential.key.strip(), strict=False)
+        except ValueError:
+            continue
+        if client.version == network.version and client in network:
+            if best is None or network.prefixlen > best[0].prefixlen:
+                best = (network, credential)
+    return best[1] if best else None
+
+
+def use(credential: Credential) -> None:
+    credential.last_used_at = utcnow()
+
+
+def usage_type(credential: Credential, now: dt.datetime | None = None) -> str:
+    if credential.last_used_at is None:
+        return "Unused"
+    age = (now or utcnow()) - credential.last_used_at
+    if age > dt.timedelta(days=365):
+        return "Inactive"
+    if age > dt.timedelta(days=182):
+        return "Dormant"
+    if age > dt.timedelta(days=30):
+        return "Quiet"
+    return "Active"

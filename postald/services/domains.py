@@ -1,0 +1,204 @@
+"""Domains: validation, DKIM keys, verification tokens, the DNS records to publish,
+and which domain authenticates an outgoing From address."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import string
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import func, select
+
+from postald.errors import Errors, NotFound
+from schema.main import Domain, Organization, Server, random_string, utcnow
+
+import re
+
+NAME_RE = re.compile(r"^[a-z0-9\-.]*$")
+VERIFICATION_METHODS = ("DNS", "Email")
+VERIFY_LOCAL_PARTS = ("webmaster", "postmaster", "admin", "administrator", "hostmaster")
+
+
+def generate_dkim_key() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
+
+
+def _identifier_string(session) -> str:
+    while True:
+        middle = "".join(secrets.choice(string.ascii_uppercase) for _ in range(4))
+        value = secrets.choice(string.ascii_letters) + middle + secrets.choice(string.ascii_letters)
+        if session.scalars(select(Domain.id).where(Domain.dkim_identifier_string == value)).first() is None:
+            return value
+
+
+def new_verification_token(method: str) -> str:
+    if method == "Email":
+        return str(secrets.randbelow(999999)).ljust(6, "0")
+    return random_string(32)
+
+
+def owner_of(session, domain: Domain):
+    model = Server if domain.owner_type == "Server" else Organization
+    return session.get(model, domain.owner_id)
+
+
+def create(session, owner: Server | Organization, name: str, verified: bool = False,
+           verification_method: str = "DNS", use_for_any: bool | None = None) -> Domain:
+    errors = Errors()
+    name = (name or "").strip()
+    owner_type = "Server" if isinstance(owner, Server) else "Organization"
+    if not name:
+        errors.add("name", "can't be blank")
+    elif not NAME_RE.match(name):
+        errors.add("name", "is invalid")
+    elif session.scalars(
+        select(Domain.id).where(Domain.owner_type == owner_type, Domain.owner_id == owner.id, func.lower(Domain.name) == name.lower())
+    ).first():
+        errors.add("name", "is already added")
+    if verification_method not in VERIFICATION_METHODS:
+        errors.add("verification_method", "is not included in the list")
+    errors.raise_if_any()
+    domain = Domain(
+        name=name,
+        owner_type=owner_type,
+        owner_id=owner.id,
+        server_id=owner.id if owner_type == "Server" else None,
+        verification_method=verification_method,
+        verification_token=new_verification_token(verification_method),
+        verified_at=utcnow() if verified else None,
+        dkim_private_key=generate_dkim_key(),
+        dkim_identifier_string=_identifier_string(session),
+        outgoing=True,
+        incoming=True,
+        use_for_any=use_for_any,
+    )
+    session.add(domain)
+    session.flush()
+    return domain
+
+
+def get(session, owner: Server | Organization, name_or_uuid: str) -> Domain:
+    owner_type = "Server" if isinstance(owner, Server) else "Organization"
+    domain = session.scalars(
+        select(Domain).where(
+            Domain.owner_type == owner_type, Domain.owner_id == owner.id,
+            (Domain.uuid == name_or_uuid) | (Domain.name == name_or_uuid),
+        )
+    ).first()
+    if domain is None:
+        raise NotFound(f"No domain found matching '{name_or_uuid}'")
+    return domain
+
+
+def set_verification_method(domain: Domain, method: str) -> None:
+    if method != domain.verification_method:
+        domain.verification_method = method
+        domain.verification_token = new_verification_token(method)
+
+
+def verify(domain: Domain) -> None:
+    domain.verified_at = utcnow()
+
+
+# -- records to publish ---------------------------------------------------------
+
+def dkim_selector(config, domain: Domain) -> str:
+    return f"{config.dns.dkim_identifier}-{domain.dkim_identifier_string}"
+
+
+def dkim_record_name(config, domain: Domain) -> str:
+    return f"{dkim_selector(config, domain)}._domainkey"
+
+
+def dkim_public_key(domain: Domain) -> str:
+    key = serialization.load_pem_private_key(domain.dkim_private_key.encode(), password=None)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+def dkim_record(domain: Domain) -> str:
+    return f"v=DKIM1; t=s; h=sha256; p={dkim_public_key(domain)};"
+
+
+def spf_record(config) -> str:
+    return f"v=spf1 a mx include:{config.dns.spf_include} ~all"
+
+
+def return_path_domain(config, domain: Domain) -> str:
+    return f"{config.dns.custom_return_path_prefix}.{domain.name}"
+
+
+def verification_record(config, domain: Domain) -> str:
+    return f"{config.dns.domain_verify_prefix} {domain.verification_token}"
+
+
+def verification_email_addresses(domain: Domain) -> list[str]:
+    labels = domain.name.split(".")
+    parents = [".".join(labels[i:]) for i in range(len(labels) - 1)] or [domain.name]
+    return [f"{local}@{parent}" for parent in parents for local in VERIFY_LOCAL_PARTS]
+
+
+def dns_ok(domain: Domain) -> bool:
+    return (
+        domain.spf_status == "OK"
+        and domain.dkim_status == "OK"
+        and domain.mx_status in ("OK", "Missing")
+        and domain.return_path_status in ("OK", "Missing")
+    )
+
+
+def describe(config, domain: Domain) -> dict:
+    """The JSON description the CLI and API print."""
+    return {
+        "uuid": domain.uuid,
+        "name": domain.name,
+        "verified": domain.verified,
+        "verification_method": domain.verification_method,
+        "verification_record": verification_record(config, domain),
+        "dkim_record_name": dkim_record_name(config, domain),
+        "dkim_record": dkim_record(domain),
+        "spf_record": spf_record(config),
+        "return_path_domain": return_path_domain(config, domain),
+        "return_path_target": config.dns.return_path_domain,
+        "mx_records": list(config.dns.mx_records),
+    }
+
+
+# -- authenticated sending domains ----------------------------------------------
+
+def find_authenticated_domain(session, server: Server, address: str) -> Domain | None:
+    """The verified domain that authenticates ``address`` for outgoing mail from ``server``.
+
+    A domain of the same name owned by the server, else by its organization;
+    failing both, a verified server domain marked ``use_for_any`` (by name).
+    """
+    name = (address or "").rpartition("@")[2].strip().lower().rstrip(">")
+    if not name:
+        return None
+    for owner_type, owner_id in (("Server", server.id), ("Organization", server.organization_id)):
+        domain = session.scalars(
+            select(Domain).where(
+                Domain.owner_type == owner_type, Domain.owner_id == owner_id,
+                func.lower(Domain.name) == name, Domain.verified_at.is_not(None),
+            )
+        ).first()
+        if domain is not None:
+            return domain
+    return session.scalars(
+        select(Domain).where(
+            Domain.owner_type == "Server", Domain.owner_id == server.id,
+            Domain.use_for_any.is_(True), Domain.verified_at.is_not(None),
+        ).order_by(Domain.name)
+    ).first()
+
+
+def find_incoming_domain(session, name: str) -> list[Domain]:
+    """Verified domains of that name (any owner) that accept incoming mail."""
+    return list(session.scalars(
+        select(Domain).where(func.lower(Domain.name) == name.lower(), Domain.verified_at.is_not(None))
+    ))

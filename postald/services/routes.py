@@ -1,0 +1,167 @@
+"""Routes: validation, forward tokens, and finding the route for a recipient."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+from sqlalchemy import func, select
+
+from postald.errors import Errors, NotFound
+from postald.services import endpoints as endpoint_service
+from schema.main import (
+    AdditionalRouteEndpoint, Domain, HTTPEndpoint, Organization, Route, Server,
+)
+
+MODES = ("Endpoint", "Accept", "Hold", "Bounce", "Reject")
+SPAM_MODES = ("Mark", "Quarantine", "Fail")
+RETURN_PATH_NAME = "__returnpath__"
+NAME_RE = re.compile(r"^([a-z0-9\-.]*|\*|__returnpath__)$")
+
+
+def _new_token(session) -> str:
+    letters, both = string.ascii_lowercase, string.ascii_lowercase + string.digits
+    while True:
+        token = secrets.choice(letters) + "".join(secrets.choice(both) for _ in range(6)) + secrets.choice(letters)
+        if session.scalars(select(Route.id).where(Route.token == token)).first() is None:
+            return token
+
+
+def create(session, server: Server, name: str, domain: Domain | None = None, mode: str = "Endpoint",
+           endpoint=None, spam_mode: str = "Mark", additional_endpoints=()) -> Route:
+    errors = Errors()
+    name = (name or "").strip()
+    if not name:
+        errors.add("name", "can't be blank")
+    elif not NAME_RE.match(name):
+        errors.add("name", "is invalid")
+    if spam_mode not in SPAM_MODES:
+        errors.add("spam_mode", "is not included in the list")
+    if not mode:
+        errors.add("endpoint", "must be chosen")
+    elif mode not in MODES:
+        errors.add("mode", "is not included in the list")
+    elif mode == "Endpoint" and endpoint is None:
+        errors.add("endpoint", "can't be blank")
+    if mode != "Endpoint":
+        endpoint = None
+    return_path = name == RETURN_PATH_NAME
+    if not return_path:
+        if domain is None:
+            errors.add("domain", "can't be blank")
+        else:
+            if not _domain_usable(server, domain):
+                errors.add("domain", "is invalid")
+            elif not domain.verified:
+                errors.add("domain", "has not been verified yet")
+    else:
+        domain = None
+    if endpoint is not None and endpoint.server_id != server.id:
+        errors.add("endpoint", "is invalid")
+    if name and domain is not None and not errors:
+        clash = session.execute(
+            select(Organization.permalink, Server.permalink)
+            .select_from(Route)
+            .join(Domain, Domain.id == Route.domain_id)
+            .join(Server, Server.id == Route.server_id)
+            .join(Organization, Organization.id == Server.organization_id)
+            .where(Route.name == name, func.lower(Domain.name) == domain.name.lower())
+        ).first()
+        if clash:
+            errors.add("name", f"is configured on the {clash[0]}/{clash[1]} mail server")
+    if return_path:
+        if session.scalars(select(Route.id).where(Route.server_id == server.id, Route.name == RETURN_PATH_NAME)).first():
+            errors.add("base", "A return path route already exists for this server")
+        if not isinstance(endpoint, HTTPEndpoint):
+            errors.add("base", "Return path routes must point to an HTTP endpoint")
+    extra = [e for e in additional_endpoints if e is not None]
+    if extra:
+        if mode != "Endpoint":
+            errors.add("base", "Additional routes are not permitted unless the primary route is an actual endpoint")
+        seen = {(endpoint_service.type_name(endpoint), endpoint.id)} if endpoint is not None else set()
+        for item in extra:
+            key = (endpoint_service.type_name(item), item.id)
+            if item.server_id != server.id:
+                errors.add("base", "Endpoint is invalid")
+            elif key in seen:
+                errors.add("base", "You can only add an endpoint to a route once")
+            elif name == "*" and not isinstance(item, HTTPEndpoint):
+                errors.add("base", "SMTP or address endpoints are not permitted on wildcard routes")
+            seen.add(key)
+    errors.raise_if_any()
+    route = Route(
+        server_id=server.id,
+        domain_id=domain.id if domain is not None else None,
+        name=name,
+        mode=mode,
+        spam_mode=spam_mode,
+        endpoint_type=endpoint_service.type_name(endpoint) if endpoint is not None else None,
+        endpoint_id=endpoint.id if endpoint is not None else None,
+        token=_new_token(session),
+    )
+    session.add(route)
+    session.flush()
+    for item in extra:
+        session.add(AdditionalRouteEndpoint(route_id=route.id, endpoint_type=endpoint_service.type_name(item), endpoint_id=item.id))
+    session.flush()
+    return route
+
+
+def _domain_usable(server: Server, domain: Domain) -> bool:
+    return (domain.owner_type == "Server" and domain.owner_id == server.id) or (
+        domain.owner_type == "Organization" and domain.owner_id == server.organization_id
+    )
+
+
+def get(session, server: Server, uuid: str) -> Route:
+    route = session.scalars(select(Route).where(Route.server_id == server.id, Route.uuid == uuid)).first()
+    if route is None:
+        raise NotFound(f"No route found matching '{uuid}'")
+    return route
+
+
+def strip_tag(local_part: str) -> str:
+    return local_part.split("+", 1)[0]
+
+
+def find_for_address(session, address: str) -> Route | None:
+    """The route that receives mail for ``address``: exact name (after removing
+    any ``+tag``) at a verified domain of that name, else that domain's ``*`` route;
+    or the route whose forward address ``<token>@<route_domain>`` it is (checked by the caller)."""
+    local, _, domain_name = address.rpartition("@")
+    if not local or not domain_name:
+        return None
+    local = strip_tag(local).lower()
+    domain_name = domain_name.lower()
+    candidates = session.execute(
+        select(Route, Domain)
+        .join(Domain, Domain.id == Route.domain_id)
+        .join(Server, Server.id == Route.server_id)
+        .where(func.lower(Domain.name) == domain_name, Route.name.in_([local, "*"]), Server.deleted_at.is_(None))
+    ).all()
+    exact = [r for r, d in candidates if r.name == local]
+    if exact:
+        return exact[0]
+    wildcard = [r for r, d in candidates if r.name == "*"]
+    return wildcard[0] if wildcard else None
+
+
+def find_by_token(session, token: str) -> Route | None:
+    return session.scalars(select(Route).where(Route.token == token.lower())).first()
+
+
+def return_path_route(session, server: Server) -> Route | None:
+    return session.scalars(select(Route).where(Route.server_id == server.id, Route.name == RETURN_PATH_NAME)).first()
+
+
+def description(session, route: Route) -> str:
+    if route.name == RETURN_PATH_NAME:
+        return "Return Path"
+    domain = session.get(Domain, route.domain_id) if route.domain_id else None
+    return f"{route.name}@{domain.name if domain else ''}"
+
+
+def additional_endpoints(session, route: Route) -> list:
+    rows = session.scalars(select(AdditionalRouteEndpoint).where(AdditionalRouteEndpoint.route_id == route.id))
+    return [e for e in (endpoint_service.load(session, r.endpoint_type, r.endpoint_id) for r in rows) if e is not None]

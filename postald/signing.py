@@ -1,0 +1,104 @@
+"""The installation's RSA signing key (``postal.signing_key_path``).
+
+It signs webhook and HTTP-endpoint payloads (``X-Postal-Signature`` headers),
+is published as a JWKS document, and is the fallback DKIM key for the
+return-path domain.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+_cache: dict[str, "SigningKey"] = {}
+_lock = threading.Lock()
+
+
+def _b64url_uint(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class SigningKey:
+    def __init__(self, pem: bytes):
+        self.pem = pem
+        self.private_key = serialization.load_pem_private_key(pem, password=None)
+        self.public_key = self.private_key.public_key()
+
+    @classmethod
+    def generate(cls, bits: int = 2048) -> "SigningKey":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+        return cls(pem)
+
+    def sign(self, data: bytes, algorithm: str = "sha256") -> str:
+        """Base64 RSA PKCS#1 v1.5 signature of ``data`` (``sha1`` or ``sha256``)."""
+        digest = hashes.SHA1() if algorithm == "sha1" else hashes.SHA256()
+        return base64.b64encode(self.private_key.sign(data, padding.PKCS1v15(), digest)).decode()
+
+    def public_key_der_base64(self) -> str:
+        """The public key as base64 DER SubjectPublicKeyInfo (the ``p=`` of a DKIM record)."""
+        der = self.public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(der).decode()
+
+    def dkim_record(self) -> str:
+        return f"v=DKIM1; t=s; h=sha256; p={self.public_key_der_base64()};"
+
+    def jwk(self) -> dict:
+        numbers = self.public_key.public_numbers()
+        jwk = {"kty": "RSA", "e": _b64url_uint(numbers.e), "n": _b64url_uint(numbers.n)}
+        jwk["kid"] = self.kid(jwk)
+        jwk["use"] = "sig"
+        jwk["alg"] = "RS256"
+        return jwk
+
+    @staticmethod
+    def kid(jwk: dict) -> str:
+        """RFC 7638 thumbprint (SHA-256, base64url) of the public JWK."""
+        canonical = json.dumps({"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"), sort_keys=True)
+        return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+    def jwks(self) -> dict:
+        return {"keys": [self.jwk()]}
+
+    def signature_headers(self, body: bytes) -> dict[str, str]:
+        return {
+            "X-Postal-Signature-KID": self.jwk()["kid"],
+            "X-Postal-Signature": self.sign(body, "sha1"),
+            "X-Postal-Signature-256": self.sign(body, "sha256"),
+        }
+
+
+def ensure_signing_key(path: str) -> bool:
+    """Create an RSA key at ``path`` if there is none; True when one was created."""
+    if os.path.exists(path):
+        return False
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    key = SigningKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.pem)
+    return True
+
+
+def signing_key(config) -> SigningKey:
+    """The configured signing key, loaded once per path (created if missing)."""
+    path = config.postal.signing_key_path
+    key = _cache.get(path)
+    if key is None:
+        with _lock:
+            key = _cache.get(path)
+            if key is None:
+                ensure_signing_key(path)
+                with open(path, "rb") as handle:
+                    key = SigningKey(handle.read())
+                _cache[path] = key
+    return key

@@ -1,0 +1,996 @@
+"""The per-server message database.
+
+Each mail server has its own database holding its messages, their raw data,
+deliveries, statistics, tracking, spam checks, suppressions and webhook
+history.  On MariaDB it is the database ``<prefix>-server-<id>``; on SQLite a
+file of that name beside the main database.  Table layout follows Postal so an
+existing Postal installation can be read as it is.
+
+Raw messages are split at the first blank line into a headers part and a body
+part, each stored in the day's ``raw-YYYY-MM-DD`` table as a chain of chunks
+(``next`` points at the following chunk) so that no single row is larger than
+``RAW_CHUNK_BYTES``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.header
+import email.parser
+import email.policy
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from sqlalchemy import (
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateIndex
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from schema.main import QueuedMessage, Statistic, random_string
+from schema.session import is_mysql, make_engine
+from schema.types import BigId, LongBlob, Score, UnixTime
+
+log = logging.getLogger(__name__)
+
+#: Largest piece of raw message kept in one row (MariaDB's default packet limit is 16 MB).
+RAW_CHUNK_BYTES = 4 * 1024 * 1024
+#: Schema version of a freshly created message database (Postal's migrations 1-20).
+POSTAL_SCHEMA_VERSION = 20
+#: live_stats rows older than this restart their count.
+LIVE_STATS_RESET_SECONDS = 1800
+
+metadata = MetaData()
+
+
+@compiles(CreateIndex, "sqlite")
+def _sqlite_index_names(element, compiler, **kw):
+    """SQLite index names are database-wide; MariaDB's (and Postal's) are per table."""
+    index = element.element
+    if index.table is not None and index.table.metadata is metadata and not index.name.startswith(index.table.name):
+        columns = ", ".join(compiler.preparer.quote(c.name) for c in index.columns)
+        unique = "UNIQUE " if index.unique else ""
+        exists = "IF NOT EXISTS " if element.if_not_exists else ""
+        name = compiler.preparer.quote(f"{index.table.name}_{index.name}")
+        return f"CREATE {unique}INDEX {exists}{name} ON {compiler.preparer.format_table(index.table)} ({columns})"
+    return compiler.visit_create_index(element, **kw)
+
+
+def _idx(name: str, *columns: str, lengths: dict[str, int] | None = None, unique: bool = False) -> Index:
+    kwargs: dict[str, Any] = {"unique": unique}
+    if lengths:
+        kwargs["mysql_length"] = lengths
+    return Index(name, *columns, **kwargs)
+
+
+def _s(name: str, length: int = 255, **kw) -> Column:
+    return Column(name, String(length), **kw)
+
+
+migrations = Table("migrations", metadata, Column("version", Integer, primary_key=True, autoincrement=False))
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    _s("token"),
+    _s("scope", 10),
+    _s("rcpt_to"),
+    _s("mail_from"),
+    _s("subject"),
+    _s("message_id"),
+    Column("timestamp", UnixTime),
+    Column("route_id", Integer),
+    Column("domain_id", Integer),
+    Column("credential_id", Integer),
+    _s("status"),
+    Column("held", Integer, default=0),
+    _s("size"),
+    Column("last_delivery_attempt", UnixTime),
+    _s("raw_table"),
+    Column("raw_body_id", Integer),
+    Column("raw_headers_id", Integer),
+    Column("inspected", Integer, default=0),
+    Column("spam", Integer, default=0),
+    Column("spam_score", Score, default=0),
+    Column("threat", Integer, default=0),
+    _s("threat_details"),
+    Column("bounce", Integer, default=0),
+    Column("bounce_for_id", Integer, default=0),
+    _s("tag"),
+    Column("loaded", UnixTime),
+    Column("clicked", UnixTime),
+    Column("received_with_ssl", Integer),
+    Column("hold_expiry", UnixTime),
+    Column("tracked_links", Integer, default=0),
+    Column("tracked_images", Integer, default=0),
+    Column("parsed", Integer, default=0),
+    Column("endpoint_id", Integer),
+    _s("endpoint_type"),
+    _idx("on_message_id", "message_id", lengths={"message_id": 8}),
+    _idx("on_token", "token", lengths={"token": 6}),
+    _idx("on_bounce_for_id", "bounce_for_id"),
+    _idx("on_held", "held"),
+    _idx("on_scope_and_status", "scope", "spam", "status", "timestamp", lengths={"scope": 1, "status": 6}),
+    _idx("on_scope_and_tag", "scope", "spam", "tag", "timestamp", lengths={"scope": 1, "tag": 8}),
+    _idx("on_scope_and_spam", "scope", "spam", "timestamp", lengths={"scope": 1}),
+    _idx("on_scope_and_thr_status", "scope", "threat", "status", "timestamp", lengths={"scope": 1, "status": 6}),
+    _idx("on_scope_and_threat", "scope", "threat", "timestamp", lengths={"scope": 1}),
+    _idx("on_rcpt_to", "rcpt_to", "timestamp", lengths={"rcpt_to": 12}),
+    _idx("on_mail_from", "mail_from", "timestamp", lengths={"mail_from": 12}),
+    _idx("on_raw_table", "raw_table", lengths={"raw_table": 14}),
+    _idx("on_status", "status", lengths={"status": 8}),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", Integer),
+    _s("status"),
+    Column("code", Integer),
+    _s("output", 512),
+    _s("details", 512),
+    Column("sent_with_ssl", Integer, default=0),
+    _s("log_id", 100),
+    Column("timestamp", UnixTime),
+    Column("time", Score),
+    _idx("on_message_id", "message_id"),
+)
+
+live_stats = Table(
+    "live_stats",
+    metadata,
+    _s("type", 20, nullable=False),
+    Column("minute", Integer, nullable=False, autoincrement=False),
+    Column("count", Integer),
+    Column("timestamp", UnixTime),
+    PrimaryKeyConstraint("minute", "type"),
+)
+
+raw_message_sizes = Table(
+    "raw_message_sizes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    _s("table_name"),
+    Column("size", BigId),
+    _idx("on_table_name", "table_name", lengths={"table_name": 14}),
+)
+
+clicks = Table(
+    "clicks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", Integer),
+    Column("link_id", Integer),
+    _s("ip_address"),
+    _s("country"),
+    _s("city"),
+    _s("user_agent"),
+    Column("timestamp", UnixTime),
+    _idx("on_message_id", "message_id"),
+    _idx("on_link_id", "link_id"),
+)
+
+loads = Table(
+    "loads",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", Integer),
+    _s("ip_address"),
+    _s("country"),
+    _s("city"),
+    _s("user_agent"),
+    Column("timestamp", UnixTime),
+    _idx("on_message_id", "message_id"),
+)
+
+
+def _stats_table(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("time", Integer),
+        Column("incoming", BigId, default=0),
+        Column("outgoing", BigId, default=0),
+        Column("spam", BigId, default=0),
+        Column("bounces", BigId, default=0),
+        Column("held", BigId, default=0),
+        _idx("on_time", "time", unique=True),
+    )
+
+
+STATS_TABLES = {period: _stats_table(f"stats_{period}") for period in ("hourly", "daily", "monthly", "yearly")}
+STATS_COUNTERS = ("incoming", "outgoing", "spam", "bounces", "held")
+
+links = Table(
+    "links",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", Integer),
+    _s("token"),
+    _s("hash"),
+    Column("url", Text),
+    Column("timestamp", UnixTime),
+    _idx("on_message_id", "message_id"),
+    _idx("on_token", "token", lengths={"token": 8}),
+)
+
+spam_checks = Table(
+    "spam_checks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", Integer),
+    Column("score", Score),
+    _s("code"),
+    _s("description"),
+    _idx("on_message_id", "message_id"),
+    _idx("on_code", "code", lengths={"code": 8}),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    _s("type"),
+    _s("address"),
+    _s("reason"),
+    Column("timestamp", UnixTime),
+    Column("keep_until", UnixTime),
+    _idx("on_address", "address", lengths={"address": 6}),
+    _idx("on_keep_until", "keep_until"),
+)
+
+webhook_requests = Table(
+    "webhook_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    _s("uuid"),
+    _s("event"),
+    Column("attempt", Integer),
+    Column("timestamp", UnixTime),
+    Column("status_code", Integer),
+    Column("body", Text),
+    Column("payload", Text),
+    Column("will_retry", Integer),
+    _s("url"),
+    Column("webhook_id", Integer),
+    _idx("on_uuid", "uuid", lengths={"uuid": 8}),
+    _idx("on_event", "event", lengths={"event": 8}),
+    _idx("on_timestamp", "timestamp"),
+    _idx("on_webhook_id", "webhook_id"),
+)
+
+_raw_tables: dict[str, Table] = {}
+_raw_tables_lock = threading.Lock()
+RAW_TABLE_RE = re.compile(r"^raw-(\d{4})-(\d{2})-(\d{2})$")
+
+
+def raw_table(name: str) -> Table:
+    """The Table object of one ``raw-YYYY-MM-DD`` table (not part of ``metadata``)."""
+    table = _raw_tables.get(name)
+    if table is None:
+        with _raw_tables_lock:
+            table = _raw_tables.get(name)
+            if table is None:
+                table = Table(
+                    name,
+                    MetaData(),
+                    Column("id", Integer, primary_key=True),
+                    Column("data", LongBlob),
+                    Column("next", Integer),
+                )
+                _raw_tables[name] = table
+    return table
+
+
+def raw_table_name_for(timestamp: float) -> str:
+    return "raw-" + dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def now() -> float:
+    return time.time()
+
+
+def split_raw(raw: bytes) -> tuple[bytes, bytes | None]:
+    """Split a raw message at its first blank line into (headers, body).
+
+    The headers part keeps its final line ending and the body starts after the
+    blank line; a message with no blank line has the body ``None``.
+    :func:`join_raw` gives back the original bytes.
+    """
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        index = raw.find(sep)
+        if index != -1:
+            half = len(sep) // 2
+            return raw[: index + half], raw[index + len(sep):]
+    return raw, None
+
+
+def join_raw(headers: bytes, body: bytes | None) -> bytes:
+    if body is None:
+        return headers
+    newline = b"\r\n" if headers.endswith(b"\r\n") else b"\n"
+    return headers + newline + body
+
+
+_header_parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+
+def parse_headers(raw_headers: bytes) -> dict[str, list[str]]:
+    """Headers as a dict of lower-cased name -> list of (unfolded, decoded) values."""
+    parsed = _header_parser.parsebytes(raw_headers)
+    headers: dict[str, list[str]] = {}
+    for name, value in parsed.items():
+        headers.setdefault(name.lower(), []).append(_decode_header(value))
+    return headers
+
+
+def _decode_header(value: Any) -> str:
+    if not isinstance(value, str):
+        value = str(value)
+    value = re.sub(r"\r?\n[ \t]+", " ", value)
+    try:
+        decoded = email.header.make_header(email.header.decode_header(value))
+        return str(decoded)
+    except Exception:  # malformed encoded-words stay as they are
+        return value
+
+
+@dataclass
+class Message:
+    """A message row with lazy access to its raw data."""
+
+    db: "MessageDB"
+    row: dict
+    _headers_raw: bytes | None = field(default=None, repr=False)
+    _body_raw: bytes | None = field(default=None, repr=False)
+    _headers: dict | None = field(default=None, repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        row = self.__dict__.get("row")
+        if row is not None and name in row:
+            return row[name]
+        raise AttributeError(name)
+
+    @property
+    def server_id(self) -> int:
+        return self.db.server_id
+
+    @property
+    def raw_headers(self) -> bytes | None:
+        if self._headers_raw is None and self.row.get("raw_headers_id") and self.row.get("raw_table"):
+            self._headers_raw = self.db.read_raw(self.row["raw_table"], self.row["raw_headers_id"])
+        return self._headers_raw
+
+    @property
+    def raw_body(self) -> bytes | None:
+        if self._body_raw is None and self.row.get("raw_body_id") and self.row.get("raw_table"):
+            self._body_raw = self.db.read_raw(self.row["raw_table"], self.row["raw_body_id"])
+        return self._body_raw
+
+    @property
+    def raw_message_available(self) -> bool:
+        return self.raw_headers is not None
+
+    def raw_message(self) -> bytes | None:
+        headers = self.raw_headers
+        if headers is None:
+            return None
+        return join_raw(headers, self.raw_body)
+
+    def headers(self) -> dict[str, list[str]]:
+        """Lower-cased header name -> list of values, in message order."""
+        if self._headers is None:
+            self._headers = parse_headers(self.raw_headers or b"")
+        return self._headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, or None."""
+        values = self.headers().get(name.lower())
+        return values[0] if values else None
+
+    def email_message(self):
+        """The whole message parsed by the stdlib ``email`` package."""
+        raw = self.raw_message() or b""
+        return email.parser.BytesParser(policy=email.policy.default).parsebytes(raw)
+
+    def reload(self) -> "Message":
+        fresh = self.db.message(self.row["id"])
+        if fresh is not None:
+            self.row = fresh.row
+        return self
+
+    def set_raw(self, headers: bytes, body: bytes | None) -> None:
+        """Replace the stored raw message (after DKIM signing or tracking rewrites)."""
+        self.db.replace_raw(self, headers, body)
+
+    @property
+    def held_flag(self) -> bool:
+        return bool(self.row.get("held"))
+
+    def to_dict(self) -> dict:
+        return dict(self.row)
+
+
+class MessageDB:
+    """Access to one server's message database."""
+
+    def __init__(self, database, server_id: int):
+        self.database = database
+        self.server_id = server_id
+        self.name = database.message_db_name(server_id)
+        self.url = database.config.message_db_url(self.name)
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._known_raw_tables: set[str] = set()
+
+    # -- engine and provisioning ----------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = make_engine(self.url, pool_size=3)
+        return self._engine
+
+    @property
+    def is_mysql(self) -> bool:
+        return make_url(self.url).get_backend_name() in ("mysql", "mariadb")
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def _server_engine(self) -> Engine:
+        url = make_url(self.url).set(database="")
+        return make_engine(url.render_as_string(hide_password=False), pool_size=1)
+
+    def exists(self) -> bool:
+        if self.is_mysql:
+            engine = self._server_engine()
+            try:
+                with engine.connect() as conn:
+                    row = conn.execute(
+                        text("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :n"),
+                        {"n": self.name},
+                    ).first()
+                return row is not None
+            finally:
+                engine.dispose()
+        import os
+
+        path = make_url(self.url).database
+        return bool(path) and os.path.exists(path)
+
+    def provision(self) -> None:
+        """Create the database from scratch (dropping any previous one) at the latest schema."""
+        self.drop()
+        if self.is_mysql:
+            engine = self._server_engine()
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        text(f"CREATE DATABASE `{self.name}` CHARSET utf8mb4 COLLATE utf8mb4_unicode_ci")
+                    )
+            finally:
+                engine.dispose()
+        self.migrate()
+
+    def drop(self) -> None:
+        self.dispose()
+        if self.is_mysql:
+            engine = self._server_engine()
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"DROP DATABASE IF EXISTS `{self.name}`"))
+            finally:
+                engine.dispose()
+        else:
+            import os
+
+            path = make_url(self.url).database
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                if path and os.path.exists(path + suffix):
+                    os.remove(path + suffix)
+        self._known_raw_tables.clear()
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("migrations"):
+                return 0
+            return conn.execute(select(func.max(migrations.c.version))).scalar() or 0
+
+    def migrate(self) -> list[int]:
+        """Bring the schema up to date; returns the versions applied."""
+        from schema.message_migrations import apply_pending
+
+        return apply_pending(self)
+
+    # -- raw message storage --------------------------------------------
+
+    def _ensure_raw_table(self, conn: Connection, name: str) -> Table:
+        table = raw_table(name)
+        if name not in self._known_raw_tables:
+            if not inspect(conn).has_table(name):
+                table.create(conn, checkfirst=True)
+                exists = conn.execute(
+                    select(raw_message_sizes.c.id).where(raw_message_sizes.c.table_name == name)
+                ).first()
+                if exists is None:
+                    conn.execute(insert(raw_message_sizes).values(table_name=name, size=0))
+            self._known_raw_tables.add(name)
+        return table
+
+    def _write_chunks(self, conn: Connection, table: Table, data: bytes) -> int:
+        chunks = [data[i : i + RAW_CHUNK_BYTES] for i in range(0, len(data), RAW_CHUNK_BYTES)] or [b""]
+        next_id = None
+        for chunk in reversed(chunks):
+            result = conn.execute(insert(table).values(data=chunk, next=next_id))
+            next_id = result.inserted_primary_key[0]
+        return next_id
+
+    def _store_raw(self, conn: Connection, timestamp: float, headers: bytes, body: bytes) -> tuple[str, int, int]:
+        name = raw_table_name_for(timestamp)
+        table = self._ensure_raw_table(conn, name)
+        headers_id = self._write_chunks(conn, table, headers)
+        body_id = self._write_chunks(conn, table, body) if body is not None else None
+        conn.execute(
+            update(raw_message_sizes)
+            .where(raw_message_sizes.c.table_name == name)
+            .values(size=raw_message_sizes.c.size + len(headers) + len(body or b""))
+        )
+        return name, headers_id, body_id
+
+    def read_raw(self, table_name: str, row_id: int) -> bytes | None:
+        table = raw_table(table_name)
+        parts: list[bytes] = []
+        try:
+            with self.engine.connect() as conn:
+                while row_id:
+                    row = conn.execute(select(table.c.data, table.c.next).where(table.c.id == row_id)).first()
+                    if row is None:
+                        return None if not parts else b"".join(parts)
+                    parts.append(bytes(row.data or b""))
+                    row_id = row.next
+        except (OperationalError, ProgrammingError):
+            return None  # the raw table has been removed by retention
+        return b"".join(parts)
+
+    def replace_raw(self, message: Message, headers: bytes, body: bytes | None) -> None:
+        with self.engine.begin() as conn:
+            name, headers_id, body_id = self._store_raw(conn, now(), headers, body)
+            values = {
+                "raw_table": name,
+                "raw_headers_id": headers_id,
+                "raw_body_id": body_id,
+                "size": str(len(join_raw(headers, body))),
+            }
+            conn.execute(update(messages).where(messages.c.id == message.row["id"]).values(**values))
+        message.row.update(values)
+        message._headers_raw, message._body_raw, message._headers = headers, body, None
+
+    # -- messages ------------------------------------------------------------
+
+    def insert_message(
+        self,
+        *,
+        scope: str,
+        rcpt_to: str,
+        mail_from: str | None,
+        raw: bytes,
+        queue: bool = True,
+        route_id: int | None = None,
+        domain_id: int | None = None,
+        credential_id: int | None = None,
+        endpoint_id: int | None = None,
+        endpoint_type: str | None = None,
+        bounce: bool = False,
+        bounce_for_id: int | None = None,
+        tag: str | None = None,
+        received_with_ssl: bool | None = None,
+        ip_address_id: int | None = None,
+        manual: bool = False,
+        status: str = "Pending",
+    ) -> Message:
+        """Store a raw message and its row, then (by default) queue it for the worker.
+
+        When this returns the message and its queue entry are committed: the
+        caller may acknowledge it.
+        """
+        timestamp = now()
+        headers_raw, body_raw = split_raw(raw)
+        headers = parse_headers(headers_raw)
+        subject = (headers.get("subject") or [None])[0]
+        message_id = (headers.get("message-id") or [None])[0]
+        if message_id:
+            message_id = message_id.strip().lstrip("<").rstrip(">")
+        values = {
+            "token": random_string(16),
+            "scope": scope,
+            "rcpt_to": _clip(rcpt_to),
+            "mail_from": _clip(mail_from),
+            "subject": _clip(subject),
+            "message_id": _clip(message_id),
+            "timestamp": timestamp,
+            "route_id": route_id,
+            "domain_id": domain_id,
+            "credential_id": credential_id,
+            "status": status,
+            "held": 0,
+            "size": str(len(raw)),
+            "bounce": 1 if bounce else 0,
+            "bounce_for_id": bounce_for_id or 0,
+            "tag": _clip(tag),
+            "received_with_ssl": None if received_with_ssl is None else int(bool(received_with_ssl)),
+            "endpoint_id": endpoint_id,
+            "endpoint_type": endpoint_type,
+            "inspected": 0,
+            "spam": 0,
+            "spam_score": 0,
+            "threat": 0,
+            "parsed": 0,
+            "tracked_links": 0,
+            "tracked_images": 0,
+        }
+        with self.engine.begin() as conn:
+            name, headers_id, body_id = self._store_raw(conn, timestamp, headers_raw, body_raw)
+            values.update(raw_table=name, raw_headers_id=headers_id, raw_body_id=body_id)
+            result = conn.execute(insert(messages).values(**values))
+            values["id"] = result.inserted_primary_key[0]
+            self._increment_stats(conn, scope, timestamp)
+        message = Message(self, _complete_row(values))
+        message._headers_raw, message._body_raw, message._headers = headers_raw, body_raw, headers
+
+        with self.database.unit_of_work() as session:
+            _increment_global_statistics(session, scope)
+            if queue:
+                session.add(self.queued_message_for(message, ip_address_id=ip_address_id, manual=manual))
+        return message
+
+    def queued_message_for(self, message: Message, ip_address_id: int | None = None, manual: bool = False) -> QueuedMessage:
+        row = message.row
+        domain = (row["rcpt_to"] or "").rpartition("@")[2].lower() or None
+        return QueuedMessage(
+            server_id=self.server_id,
+            message_id=row["id"],
+            domain=domain,
+            route_id=row.get("route_id"),
+            ip_address_id=ip_address_id,
+            manual=manual,
+            batch_key=batch_key_for(row),
+            attempts=0,
+        )
+
+    def message(self, id_or_token: int | str) -> Message | None:
+        if isinstance(id_or_token, int) or (isinstance(id_or_token, str) and id_or_token.isdigit() and len(id_or_token) < 12):
+            condition = messages.c.id == int(id_or_token)
+        else:
+            condition = messages.c.token == id_or_token
+        with self.engine.connect() as conn:
+            row = conn.execute(select(messages).where(condition)).mappings().first()
+        return Message(self, dict(row)) if row else None
+
+    def messages_where(self, *conditions, order_desc: bool = True, limit: int | None = None, offset: int = 0) -> list[Message]:
+        query = select(messages).where(*conditions)
+        query = query.order_by(messages.c.id.desc() if order_desc else messages.c.id.asc())
+        if limit is not None:
+            query = query.limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Message(self, dict(row)) for row in rows]
+
+    def count_messages(self, *conditions) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar() or 0
+
+    def update_message(self, message_id: int, **values) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+
+    # -- deliveries ------------------------------------------------------------
+
+    def add_delivery(
+        self,
+        message_id: int,
+        status: str,
+        details: str | None = None,
+        output: str | None = None,
+        sent_with_ssl: bool = False,
+        log_id: str | None = None,
+        time_taken: float | None = None,
+        code: int | None = None,
+        hold_expiry_days: int | None = None,
+    ) -> dict:
+        """Record a delivery attempt and update the message's status as Postal does."""
+        timestamp = now()
+        values = {
+            "message_id": message_id,
+            "status": status,
+            "details": _clip(details, 512),
+            "output": _clip(output, 512),
+            "sent_with_ssl": 1 if sent_with_ssl else 0,
+            "log_id": _clip(log_id, 100),
+            "timestamp": timestamp,
+            "time": time_taken,
+            "code": code,
+        }
+        if hold_expiry_days is None:
+            hold_expiry_days = self.database.config.postal.default_maximum_hold_expiry_days
+        held = status == "Held"
+        message_values = {
+            "status": status,
+            "last_delivery_attempt": timestamp,
+            "held": 1 if held else 0,
+            "hold_expiry": timestamp + hold_expiry_days * 86400 if held else None,
+        }
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(deliveries).values(**values))
+            values["id"] = result.inserted_primary_key[0]
+            conn.execute(update(messages).where(messages.c.id == message_id).values(**message_values))
+            if held:
+                self._increment_stats(conn, "held", timestamp)
+            elif status in ("Bounced", "HardFail"):
+                self._increment_stats(conn, "bounces", timestamp)
+        return values
+
+    def deliveries_for(self, message_id: int) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(deliveries).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id)
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    # -- statistics ----------------------------------------------------------
+
+    def _increment_stats(self, conn: Connection, counter: str, timestamp: float | None = None) -> None:
+        if counter not in STATS_COUNTERS:
+            raise ValueError(f"unknown statistics counter {counter!r}")
+        moment = dt.datetime.fromtimestamp(timestamp or now(), dt.timezone.utc)
+        for period, table in STATS_TABLES.items():
+            start = _period_start(moment, period)
+            changed = conn.execute(
+                update(table).where(table.c.time == start).values({counter: table.c[counter] + 1})
+            ).rowcount
+            if not changed:
+                try:
+                    with conn.begin_nested():
+                        row = {c: 0 for c in STATS_COUNTERS}
+                        row.update(time=start, **{counter: 1})
+                        conn.execute(insert(table).values(**row))
+                except IntegrityError:
+                    conn.execute(
+                        update(table).where(table.c.time == start).values({counter: table.c[counter] + 1})
+                    )
+
+    def increment_stat(self, counter: str, timestamp: float | None = None) -> None:
+        with self.engine.begin() as conn:
+            self._increment_stats(conn, counter, timestamp)
+
+    def statistics(self, period: str, since: int) -> list[dict]:
+        table = STATS_TABLES[period]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table).where(table.c.time >= since).order_by(table.c.time)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def live_stats_increment(self, type_: str) -> None:
+        timestamp = now()
+        minute = dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).minute
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(live_stats.c.timestamp).where(live_stats.c.minute == minute, live_stats.c.type == type_)
+            ).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(live_stats).values(type=type_, minute=minute, count=1, timestamp=timestamp))
+                    return
+                except IntegrityError:
+                    row = conn.execute(
+                        select(live_stats.c.timestamp).where(live_stats.c.minute == minute, live_stats.c.type == type_)
+                    ).first()
+            stale = row.timestamp is None or row.timestamp < timestamp - LIVE_STATS_RESET_SECONDS
+            conn.execute(
+                update(live_stats)
+                .where(live_stats.c.minute == minute, live_stats.c.type == type_)
+                .values(count=1 if stale else live_stats.c.count + 1, timestamp=timestamp)
+            )
+
+    def live_stats_total(self, minutes: int, types: Iterable[str] = ("incoming", "outgoing")) -> int:
+        minutes = min(int(minutes), 60)
+        current = now()
+        start_of_minute = current - (current % 60)
+        since = start_of_minute - (minutes - 1) * 60 if minutes > 0 else start_of_minute
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                select(func.sum(live_stats.c.count)).where(
+                    live_stats.c.type.in_(list(types)), live_stats.c.timestamp > since - 60 + 0.000001
+                )
+            ).scalar()
+        return int(total or 0)
+
+    # -- suppressions --------------------------------------------------------
+
+    def suppression_add(self, type_: str, address: str, reason: str | None = None, days: int | None = None) -> None:
+        if days is None:
+            days = self.database.config.postal.default_suppression_list_automatic_removal_days
+        timestamp = now()
+        keep_until = timestamp + days * 86400
+        address = address.lower()
+        with self.engine.begin() as conn:
+            existing = conn.execute(
+                select(suppressions).where(suppressions.c.type == type_, suppressions.c.address == address)
+            ).mappings().first()
+            if existing:
+                conn.execute(
+                    update(suppressions)
+                    .where(suppressions.c.id == existing["id"])
+                    .values(reason=reason or existing["reason"], keep_until=keep_until)
+                )
+            else:
+                conn.execute(
+                    insert(suppressions).values(
+                        type=type_, address=address, reason=reason, timestamp=timestamp, keep_until=keep_until
+                    )
+                )
+
+    def suppression_get(self, type_: str, address: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(suppressions).where(
+                    suppressions.c.type == type_,
+                    suppressions.c.address == address.lower(),
+                    suppressions.c.keep_until >= now(),
+                )
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def suppression_remove(self, type_: str, address: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(suppressions).where(suppressions.c.type == type_, suppressions.c.address == address.lower())
+            )
+        return result.rowcount > 0
+
+    def suppression_prune(self) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(suppressions).where(suppressions.c.keep_until < now())).rowcount
+
+    # -- retention -----------------------------------------------------------
+
+    def raw_table_names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            names = inspect(conn).get_table_names()
+        return sorted(n for n in names if RAW_TABLE_RE.match(n))
+
+    def total_raw_size(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.sum(raw_message_sizes.c.size))).scalar() or 0)
+
+    def drop_raw_table(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(messages)
+                .where(messages.c.raw_table == name)
+                .values(raw_table=None, raw_headers_id=None, raw_body_id=None, size=None)
+            )
+            conn.execute(delete(raw_message_sizes).where(raw_message_sizes.c.table_name == name))
+            raw_table(name).drop(conn, checkfirst=True)
+        self._known_raw_tables.discard(name)
+
+    def remove_raw_tables_older_than(self, days: int) -> list[str]:
+        cutoff = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=days)).strftime("raw-%Y-%m-%d")
+        removed = [name for name in self.raw_table_names() if name < cutoff]
+        for name in removed:
+            self.drop_raw_table(name)
+        return removed
+
+    def remove_raw_tables_until_less_than_size(self, size_bytes: int) -> list[str]:
+        removed = []
+        for name in self.raw_table_names():
+            if self.total_raw_size() <= size_bytes:
+                break
+            self.drop_raw_table(name)
+            removed.append(name)
+        return removed
+
+    def remove_messages(self, days: int) -> int:
+        day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=days)
+        end_of_day = dt.datetime.combine(day, dt.time.max, tzinfo=dt.timezone.utc).timestamp()
+        with self.engine.begin() as conn:
+            newest = conn.execute(
+                select(messages.c.id).where(messages.c.timestamp <= end_of_day).order_by(messages.c.id.desc()).limit(1)
+            ).scalar()
+            if not newest:
+                return 0
+            for table in (clicks, loads, deliveries, spam_checks, links):
+                conn.execute(delete(table).where(table.c.message_id <= newest))
+            return conn.execute(delete(messages).where(messages.c.id <= newest)).rowcount
+
+    # -- generic helpers -------------------------------------------------------
+
+    def insert_row(self, table: Table, **values) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(insert(table).values(**values)).inserted_primary_key[0]
+
+    def select_rows(self, query) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
+
+
+def batch_key_for(row: dict) -> str | None:
+    if row.get("scope") == "outgoing":
+        domain = (row.get("rcpt_to") or "").rpartition("@")[2].lower()
+        return f"outgoing-{domain}"
+    if row.get("scope") == "incoming" and row.get("route_id"):
+        return f"incoming-rt:{row.get('route_id')}-ep:{row.get('endpoint_id')}-{row.get('endpoint_type')}"
+    return None
+
+
+def _complete_row(values: dict) -> dict:
+    row = {column.name: None for column in messages.columns}
+    row.update(values)
+    return row
+
+
+def _clip(value: str | None, length: int = 255) -> str | None:
+    if value is None:
+        return None
+    value = str(value)
+    return value if len(value) <= length else value[:length]
+
+
+def _period_start(moment: dt.datetime, period: str) -> int:
+    if period == "hourly":
+        start = moment.replace(minute=0, second=0, microsecond=0)
+    elif period == "daily":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    elif period == "monthly":
+        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    else:
+        start = moment.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    return int(start.timestamp())
+
+
+def _increment_global_statistics(session, scope: str) -> None:
+    column = "total_incoming" if scope == "incoming" else "total_outgoing"
+    changed = session.execute(
+        update(Statistic)
+        .where(Statistic.id == select(func.min(Statistic.id)).scalar_subquery())
+        .values({"total_messages": Statistic.total_messages + 1, column: getattr(Statistic, column) + 1})
+        .execution_options(synchronize_session=False)
+    ).rowcount if not is_mysql(session.get_bind()) else _increment_global_statistics_mysql(session, column)
+    if not changed:
+        session.add(Statistic(total_messages=1, total_outgoing=int(scope != "incoming"), total_incoming=int(scope == "incoming")))
+
+
+def _increment_global_statistics_mysql(session, column: str) -> int:
+    # MariaDB refuses a subquery on the table being updated; the single row is the first one.
+    return session.execute(
+        text(f"UPDATE statistics SET total_messages = total_messages + 1, {column} = {column} + 1 ORDER BY id LIMIT 1")
+    ).rowcount

@@ -1,0 +1,127 @@
+import os
+
+from sqlalchemy import select
+
+from schema.main import QueuedMessage, Statistic
+from schema import message_db as mdb
+from tests.factories import make_server
+
+RAW = (
+    b"From: Sender <sender@example.com>\r\n"
+    b"To: rcpt@example.org\r\n"
+    b"Subject: Hello =?utf-8?q?w=C3=B6rld?=\r\n"
+    b"Message-ID: <abc@example.com>\r\n"
+    b"\r\n"
+    b"Body line one\r\n"
+    b"Caf\xe9 8-bit \xff\xfe bytes\r\n"
+)
+
+
+def test_message_round_trips_byte_for_byte_when_stored_and_read(database):
+    server_id = make_server(database)
+    db = database.message_db(server_id)
+    message = db.insert_message(scope="outgoing", rcpt_to="rcpt@example.org", mail_from="sender@example.com", raw=RAW)
+    again = database.message_db(server_id).message(message.id)
+    assert again.raw_message() == RAW
+    assert again.subject == "Hello wörld"
+    assert again.message_id == "abc@example.com"
+    assert again.status == "Pending"
+    assert again.size == str(len(RAW))
+    assert again.header("to") == "rcpt@example.org"
+    assert again.raw_table == mdb.raw_table_name_for(again.timestamp)
+    assert database.message_db(server_id).message(again.token).id == message.id
+
+
+def test_message_is_queued_and_counted_when_inserted(database):
+    server_id = make_server(database)
+    db = database.message_db(server_id)
+    message = db.insert_message(scope="outgoing", rcpt_to="a@Example.org", mail_from="s@example.com", raw=RAW)
+    with database.unit_of_work() as session:
+        queued = session.scalars(select(QueuedMessage)).all()
+        stats = session.scalars(select(Statistic)).all()
+    assert [(q.message_id, q.domain, q.batch_key, q.server_id) for q in queued] == [
+        (message.id, "example.org", "outgoing-example.org", server_id)
+    ]
+    assert (stats[0].total_messages, stats[0].total_outgoing, stats[0].total_incoming) == (1, 1, 0)
+    hourly = db.statistics("hourly", 0)
+    assert hourly[0]["outgoing"] == 1
+
+
+def test_large_message_round_trips_when_larger_than_a_chunk(database):
+    server_id = make_server(database)
+    db = database.message_db(server_id)
+    body = os.urandom(25 * 1024 * 1024)
+    raw = b"Subject: big\r\n\r\n" + body
+    message = db.insert_message(scope="incoming", rcpt_to="x@example.org", mail_from="y@example.com", raw=raw, queue=False)
+    again = db.message(message.id)
+    assert again.raw_body == body
+    assert again.raw_message() == raw
+    assert db.total_raw_size() == len(raw) - 2
+
+
+def test_message_without_body_round_trips(database):
+    db = database.message_db(make_server(database))
+    raw = b"Subject: only headers\r\n"
+    message = db.insert_message(scope="incoming", rcpt_to="x@example.org", mail_from=None, raw=raw, queue=False)
+    assert db.message(message.id).raw_message() == raw
+
+
+def test_delivery_updates_message_status_and_hold_when_added(database):
+    db = database.message_db(make_server(database))
+    message = db.insert_message(scope="outgoing", rcpt_to="r@example.org", mail_from="s@example.com", raw=RAW, queue=False)
+    db.add_delivery(message.id, "Held", details="Server is in development mode.")
+    held = db.message(message.id)
+    assert held.status == "Held" and held.held == 1 and held.hold_expiry > held.timestamp
+    db.add_delivery(message.id, "Sent", details="ok", output="250 OK", sent_with_ssl=True, log_id="ABCD1234", time_taken=0.5)
+    sent = db.message(message.id)
+    assert sent.status == "Sent" and sent.held == 0 and sent.hold_expiry is None
+    deliveries = db.deliveries_for(message.id)
+    assert [d["status"] for d in deliveries] == ["Held", "Sent"]
+    assert deliveries[1]["sent_with_ssl"] == 1 and deliveries[1]["time"] == 0.5
+    assert db.statistics("daily", 0)[0]["held"] == 1
+
+
+def test_live_stats_total_counts_recent_increments(database):
+    db = database.message_db(make_server(database))
+    for _ in range(3):
+        db.live_stats_increment("outgoing")
+    db.live_stats_increment("incoming")
+    assert db.live_stats_total(60) == 4
+    assert db.live_stats_total(60, types=["outgoing"]) == 3
+
+
+def test_suppression_list_add_get_remove_prune(database):
+    db = database.message_db(make_server(database))
+    db.suppression_add("recipient", "Bad@Example.org", "hard fail")
+    assert db.suppression_get("recipient", "bad@example.org")["reason"] == "hard fail"
+    db.suppression_add("recipient", "bad@example.org")
+    assert db.suppression_get("recipient", "bad@example.org")["reason"] == "hard fail"
+    assert db.suppression_remove("recipient", "bad@example.org") is True
+    assert db.suppression_get("recipient", "bad@example.org") is None
+    db.suppression_add("recipient", "old@example.org", "x", days=-1)
+    assert db.suppression_get("recipient", "old@example.org") is None
+    assert db.suppression_prune() == 1
+
+
+def test_raw_tables_are_dropped_by_size_retention(database):
+    db = database.message_db(make_server(database))
+    message = db.insert_message(scope="incoming", rcpt_to="x@example.org", mail_from="y@example.com", raw=RAW, queue=False)
+    assert db.remove_raw_tables_until_less_than_size(0) == [message.raw_table]
+    gone = db.message(message.id)
+    assert gone.raw_table is None and gone.raw_message() is None
+
+
+def test_message_database_is_versioned_and_migration_is_idempotent(database):
+    db = database.message_db(make_server(database))
+    assert db.schema_version() == mdb.POSTAL_SCHEMA_VERSION
+    assert db.migrate() == []
+
+
+def test_message_database_is_dropped_when_server_destroyed(database):
+    from postald.services import servers
+
+    server_id = make_server(database)
+    assert database.message_db(server_id).exists()
+    with database.unit_of_work() as session:
+        servers.destroy(session, database, servers.get(session, server_id))
+    assert not database.message_db(server_id).exists()
