@@ -1,0 +1,66 @@
+"""The health server each process runs: ``/``, ``/health`` and ``/metrics``.
+
+``/health`` answers ``OK`` only when the process can reach its database
+(Postal answers OK whenever the process runs); otherwise ``503`` with the
+reason.  A port already in use is logged and the process carries on without
+its health server, as Postal does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+def health_app(name: str, check: Callable[[], None] | None = None):
+    hostname = socket.gethostname()
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "/")
+        if path == "/":
+            body, status, ctype = f"{name} (pid: {os.getpid()}, host: {hostname})", "200 OK", "text/plain"
+        elif path == "/health":
+            try:
+                if check is not None:
+                    check()
+                body, status = "OK", "200 OK"
+            except Exception as exc:  # any failure of the check is "not healthy"
+                body, status = f"Unhealthy: {exc.__class__.__name__}: {exc}"[:500], "503 Service Unavailable"
+            ctype = "text/plain"
+        elif path == "/metrics":
+            body, status, ctype = generate_latest(REGISTRY).decode(), "200 OK", CONTENT_TYPE_LATEST
+        else:
+            body, status, ctype = "Not Found", "404 Not Found", "text/plain"
+        data = body.encode()
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))])
+        return [data]
+
+    return app
+
+
+def health_address(config, default_port: int, default_bind: str) -> tuple[str, int]:
+    env = config.environ
+    port = int(env.get("HEALTH_SERVER_PORT") or default_port)
+    bind = env.get("HEALTH_SERVER_BIND_ADDRESS") or default_bind
+    return bind, port
+
+
+def start_health_server(name: str, config, default_port: int, default_bind: str, check: Callable[[], None] | None = None):
+    """Start a gevent WSGI health server in the background; None if the port is taken."""
+    from gevent.pywsgi import WSGIServer
+
+    bind, port = health_address(config, default_port, default_bind)
+    server = WSGIServer((bind, port), health_app(name, check), log=None, error_log=logging.getLogger("postald.health.wsgi"))
+    try:
+        server.start()
+    except OSError as exc:
+        log.warning("health_server.unavailable", extra={"bind": bind, "port": port, "error": str(exc)})
+        return None
+    log.info("health_server.started", extra={"name": name, "bind": bind, "port": server.server_port})
+    return server
