@@ -34,7 +34,7 @@ def health_app(name: str, check: Callable[[], None] | None = None):
                 body, status = f"Unhealthy: {exc.__class__.__name__}: {exc}"[:500], "503 Service Unavailable"
             ctype = "text/plain"
         elif path == "/metrics":
-            body, status, ctype = generate_latest(REGISTRY).decode(), "200 OK", CONTENT_TYPE_LATEST
+            body, status, ctype = exposition(), "200 OK", CONTENT_TYPE_LATEST
         else:
             body, status, ctype = "Not Found", "404 Not Found", "text/plain"
         data = body.encode()
@@ -42,6 +42,16 @@ def health_app(name: str, check: Callable[[], None] | None = None):
         return [data]
 
     return app
+
+
+def exposition() -> str:
+    """The Prometheus text exposition of this process, with Postal's metric names."""
+    from postald.metrics import PLAIN_COUNTERS
+
+    text = generate_latest(REGISTRY).decode()
+    for name in PLAIN_COUNTERS:
+        text = text.replace(name + "_total", name)
+    return text
 
 
 def health_address(config, default_port: int, default_bind: str) -> tuple[str, int]:

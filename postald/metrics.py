@@ -6,7 +6,14 @@ the ones marked (beyond) are postald's own.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# Postal's exposition has no ``*_created`` series; keep /metrics the same shape.
+disable_created_metrics()
+
+#: Counters Postal exports without the ``_total`` suffix that prometheus_client
+#: appends; the health server renames them back so dashboards keep working.
+PLAIN_COUNTERS = ("postal_worker_job_executions", "postal_worker_errors", "postal_smtp_server_client_errors")
 
 # -- worker ------------------------------------------------------------------
 worker_job_executions = Counter(
