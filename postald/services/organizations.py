@@ -86,3 +86,52 @@ def add_member(session, organization: Organization, user: User, admin: bool = Fa
     session.add(membership)
     session.flush()
     return membership
+
+
+def update(session, organization: Organization, name: str | None = None, time_zone: str | None = None) -> Organization:
+    """Rename an organization or change its time zone (the permalink never changes)."""
+    errors = Errors()
+    if name is not None:
+        name = name.strip()
+        if not name:
+            errors.add("name", "can't be blank")
+    if time_zone is not None and not time_zone.strip():
+        errors.add("time_zone", "can't be blank")
+    errors.raise_if_any()
+    if name is not None:
+        organization.name = name
+    if time_zone is not None:
+        organization.time_zone = time_zone.strip()
+    session.flush()
+    return organization
+
+
+def members(session, organization: Organization) -> list[User]:
+    """Users linked to the organization as members, by name."""
+    return list(session.scalars(
+        select(User).join(OrganizationUser, OrganizationUser.user_id == User.id).where(
+            OrganizationUser.organization_id == organization.id, OrganizationUser.user_type == "User"
+        ).order_by(User.first_name, User.last_name)
+    ))
+
+
+def set_ip_pools(session, organization: Organization, pool_ids) -> None:
+    """Assign exactly these IP pools to the organization."""
+    wanted = {int(i) for i in pool_ids if str(i).strip().isdigit()}
+    wanted &= set(session.scalars(select(IPPool.id).where(IPPool.id.in_(wanted)))) if wanted else set()
+    rows = list(session.scalars(select(OrganizationIPPool).where(OrganizationIPPool.organization_id == organization.id)))
+    for row in rows:
+        if row.ip_pool_id not in wanted:
+            session.delete(row)
+    for pool_id in wanted - {row.ip_pool_id for row in rows}:
+        session.add(OrganizationIPPool(organization_id=organization.id, ip_pool_id=pool_id))
+    session.flush()
+
+
+def ip_pools(session, organization: Organization) -> list[IPPool]:
+    """The organization's pools, default first, then by name."""
+    return list(session.scalars(
+        select(IPPool).join(OrganizationIPPool, OrganizationIPPool.ip_pool_id == IPPool.id)
+        .where(OrganizationIPPool.organization_id == organization.id)
+        .order_by(IPPool.default.desc(), IPPool.name)
+    ))

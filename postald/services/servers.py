@@ -143,3 +143,75 @@ def destroy(session, database, server: Server) -> None:
     session.query(m.Domain).filter(m.Domain.owner_type == "Server", m.Domain.owner_id == server.id).delete(synchronize_session=False)
     session.query(m.IPPoolRule).filter(m.IPPoolRule.owner_type == "Server", m.IPPoolRule.owner_id == server.id).delete(synchronize_session=False)
     session.delete(server)
+
+
+#: Settings any organization member may change.
+MEMBER_SETTINGS = ("name", "mode", "ip_pool_id", "spam_threshold", "spam_failure_threshold", "postmaster_address")
+#: Settings only administrators may change.
+ADMIN_SETTINGS = ("send_limit", "allow_sender", "privacy_mode", "log_smtp_data", "outbound_spam_threshold",
+                  "message_retention_days", "raw_message_retention_days", "raw_message_retention_size")
+_INTEGER_SETTINGS = ("send_limit", "message_retention_days", "raw_message_retention_days", "raw_message_retention_size")
+_DECIMAL_SETTINGS = ("spam_threshold", "spam_failure_threshold", "outbound_spam_threshold")
+_BOOLEAN_SETTINGS = ("allow_sender", "privacy_mode", "log_smtp_data")
+
+
+def update(session, server: Server, **values) -> Server:
+    """Change a server's settings (any of MEMBER_SETTINGS and ADMIN_SETTINGS; the
+    caller decides who may change which).  Blank numbers mean "no limit"."""
+    errors = Errors()
+    unknown = set(values) - set(MEMBER_SETTINGS) - set(ADMIN_SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown server settings {sorted(unknown)}")
+    changes = {}
+    for key, value in values.items():
+        if isinstance(value, str):
+            value = value.strip()
+            value = value or None
+        if key == "name":
+            if not value:
+                errors.add("name", "can't be blank")
+            elif session.scalars(select(Server.id).where(
+                Server.organization_id == server.organization_id, func.lower(Server.name) == value.lower(), Server.id != server.id
+            )).first():
+                errors.add("name", "has already been taken")
+        elif key == "mode" and value not in MODES:
+            errors.add("mode", "is not included in the list")
+        elif key == "ip_pool_id":
+            value = int(value) if value is not None and str(value).isdigit() else value
+            if value is not None and value != server.ip_pool_id and (
+                not isinstance(value, int) or not _pool_assigned(session, server.organization, value)
+            ):
+                errors.add("ip_pool", "must belong to the organization")
+        elif key in _INTEGER_SETTINGS and value is not None:
+            try:
+                value = int(value)
+                if value < 0:
+                    errors.add(key, "must be greater than or equal to 0")
+            except (TypeError, ValueError):
+                errors.add(key, "is not a number" if not _is_number(value) else "must be an integer")
+        elif key in _DECIMAL_SETTINGS and value is not None:
+            if not _is_number(value):
+                errors.add(key, "is not a number")
+            else:
+                value = float(value)
+        elif key in _BOOLEAN_SETTINGS:
+            value = str(value).lower() in ("true", "1", "yes", "on") if not isinstance(value, bool) else value
+        elif key == "postmaster_address" and value is not None and "@" not in value:
+            errors.add(key, "is invalid")
+        changes[key] = value
+    for key in ("spam_threshold", "spam_failure_threshold"):
+        if key in changes and changes[key] is None:
+            errors.add(key, "can't be blank")
+    errors.raise_if_any()
+    for key, value in changes.items():
+        setattr(server, key, value)
+    session.flush()
+    return server
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

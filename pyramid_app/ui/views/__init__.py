@@ -1,0 +1,1 @@
+"""View modules of the admin UI, one per area; found by ``config.scan``."""
