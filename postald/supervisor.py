@@ -1,0 +1,353 @@
+"""``postal run``: every role in one command, supervised.
+
+The SMTP server and the worker run in this process on the gevent hub (so a
+message accepted by SMTP wakes the worker at once, :mod:`postald.wakeup`);
+the web server runs as a child process (``postal web-server``), because
+waitress uses threads.  Each is a :class:`Service`:
+
+* :class:`InProcessService` calls ``factory()`` to build a role object with
+  ``start()`` and ``stop()``.  ``start()`` may return once the role is
+  serving or block while it serves.  If the role also has ``wait()``, which
+  returns (or raises) when the role has ended, an ended role is noticed and
+  restarted; an exception from ``start()`` always is.  The role's health
+  server (``/health``, ``/metrics``) is started once and outlives restarts.
+* :class:`ChildService` runs a command; when it exits it is started again.
+
+Restarts wait with exponential back-off (1 s doubling to 30 s; a service
+that ran for a minute starts again from 1 s).  SIGTERM or SIGINT (Ctrl-C)
+stops the roles, asks the children to exit with SIGTERM and kills whatever
+is still running after ``stop_timeout`` seconds.  A second signal kills at
+once.
+
+gevent's own ``subprocess`` and ``event`` modules are used explicitly, so
+this works whether or not the standard library has been monkey-patched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import gevent
+import gevent.event
+from gevent import subprocess
+
+log = logging.getLogger(__name__)
+
+#: Per-process settings that would be ambiguous when one command runs several roles.
+PER_PROCESS_ENV = ("PORT", "BIND_ADDRESS", "HEALTH_SERVER_PORT", "HEALTH_SERVER_BIND_ADDRESS")
+
+
+class Backoff:
+    """Delays between restarts: ``initial`` doubling up to ``maximum``; reset after a stable run."""
+
+    def __init__(self, initial: float = 1.0, maximum: float = 30.0, stable_after: float = 60.0):
+        self.initial = initial
+        self.maximum = maximum
+        self.stable_after = stable_after
+        self._next = initial
+
+    def delay_after(self, ran_for: float) -> float:
+        """The delay before the next start, given how long the last run lasted."""
+        if ran_for >= self.stable_after:
+            self._next = self.initial
+        delay = self._next
+        self._next = min(self._next * 2, self.maximum)
+        return delay
+
+
+class Service:
+    """Something the supervisor keeps running: started again with back-off when it ends."""
+
+    kind = "service"
+
+    def __init__(self, name: str, backoff: Backoff | None = None):
+        self.name = name
+        self.backoff = backoff or Backoff()
+        self.starts = 0
+        self.stopping = False
+        self._stop_event = gevent.event.Event()
+        self._greenlet: gevent.Greenlet | None = None
+
+    # -- lifecycle used by the supervisor --------------------------------
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._keep_running)
+
+    def stop(self, timeout: float) -> None:
+        """Stop for good, waiting at most ``timeout`` seconds."""
+        self.stopping = True
+        self._stop_event.set()
+        self._halt(timeout)
+        if self._greenlet is not None:
+            self._greenlet.join(timeout=1.0)
+            if not self._greenlet.dead:
+                self._greenlet.kill(block=True, timeout=1.0)
+
+    # -- what subclasses provide -----------------------------------------
+
+    def run_once(self) -> None:
+        """Run the service until it ends (or is stopped)."""
+        raise NotImplementedError
+
+    def _halt(self, timeout: float) -> None:
+        """Make a running ``run_once`` return."""
+
+    # -- the loop -----------------------------------------------------------
+
+    def _keep_running(self) -> None:
+        while not self.stopping:
+            started = time.monotonic()
+            self.starts += 1
+            try:
+                self.run_once()
+                if self.stopping:
+                    break
+                log.error("service.exited", extra={"service": self.name, "kind": self.kind})
+            except gevent.GreenletExit:
+                raise
+            except Exception as exc:
+                if self.stopping:
+                    break
+                log.exception("service.crashed", extra={"service": self.name, "kind": self.kind,
+                                                        "error": exc.__class__.__name__})
+            delay = self.backoff.delay_after(time.monotonic() - started)
+            log.warning("service.restarting", extra={"service": self.name, "delay_seconds": delay,
+                                                      "starts": self.starts})
+            self._stop_event.wait(delay)
+
+
+class InProcessService(Service):
+    """A role object built by ``factory`` and run on this process's hub."""
+
+    kind = "in-process"
+
+    def __init__(self, name: str, factory: Callable[[], Any], backoff: Backoff | None = None,
+                 health: Callable[[], Any] | None = None):
+        super().__init__(name, backoff)
+        self.factory = factory
+        self.health = health
+        self.role: Any = None
+        self.health_server: Any = None
+
+    def start(self) -> None:
+        if self.health is not None:
+            self.health_server = self.health()
+        super().start()
+
+    def run_once(self) -> None:
+        role = self.factory()
+        self.role = role
+        try:
+            role.start()
+            log.info("service.started", extra={"service": self.name, "kind": self.kind})
+            wait = getattr(role, "wait", None)
+            if callable(wait):
+                wait()
+            else:
+                self._stop_event.wait()
+        finally:
+            if not self.stopping:
+                self._stop_role(role, timeout=5.0)
+
+    def _stop_role(self, role, timeout: float) -> None:
+        try:
+            with gevent.Timeout(timeout):
+                role.stop()
+        except gevent.Timeout:
+            log.warning("service.stop_timeout", extra={"service": self.name, "timeout_seconds": timeout})
+        except Exception:
+            log.exception("service.stop_failed", extra={"service": self.name})
+
+    def _halt(self, timeout: float) -> None:
+        if self.role is not None:
+            self._stop_role(self.role, timeout)
+        if self.health_server is not None:
+            self.health_server.stop(timeout=1)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to send SIGTERM to the child if the supervisor dies without stopping it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class ChildService(Service):
+    """A child process, in its own process group (Ctrl-C reaches it only through the supervisor)."""
+
+    kind = "child"
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                 backoff: Backoff | None = None):
+        super().__init__(name, backoff)
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.process: subprocess.Popen | None = None
+
+    def run_once(self) -> None:
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        process = subprocess.Popen(self.argv, env=self.env, process_group=0, preexec_fn=preexec)
+        self.process = process
+        log.info("service.started", extra={"service": self.name, "kind": self.kind, "pid": process.pid})
+        code = process.wait()
+        if not self.stopping:
+            log.warning("service.child_exited", extra={"service": self.name, "pid": process.pid, "status": code})
+
+    def _halt(self, timeout: float) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("service.killed", extra={"service": self.name, "pid": process.pid,
+                                                 "timeout_seconds": timeout})
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+
+
+class Supervisor:
+    """Starts every service, waits for SIGTERM/SIGINT (or :meth:`stop`), then stops them all."""
+
+    def __init__(self, services: Sequence[Service], stop_timeout: float = 5.0, on_stopped: Callable[[], None] | None = None):
+        self.services = list(services)
+        self.stop_timeout = stop_timeout
+        self.on_stopped = on_stopped
+        self._stop_requested = gevent.event.Event()
+        self._signal_handlers: list = []
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._signal_handlers.append(gevent.signal_handler(signum, self._on_signal, signum))
+
+    def _on_signal(self, signum: int) -> None:
+        if self._stop_requested.is_set():
+            log.warning("supervisor.forced_stop", extra={"signal": signal.Signals(signum).name})
+            for service in self.services:
+                if isinstance(service, ChildService):
+                    service.kill()
+            os._exit(1)
+        log.info("supervisor.stopping", extra={"signal": signal.Signals(signum).name})
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+
+    def start(self) -> None:
+        if not self.services:
+            log.warning("supervisor.no_roles", extra={"reason": "no role is available in this installation"})
+        for service in self.services:
+            service.start()
+        log.info("supervisor.started", extra={"services": [s.name for s in self.services], "pid": os.getpid()})
+
+    def shutdown(self) -> None:
+        """Stop every service at once; returns within about ``stop_timeout`` seconds plus a little."""
+        stoppers = [gevent.spawn(service.stop, self.stop_timeout) for service in self.services]
+        gevent.joinall(stoppers, timeout=self.stop_timeout + 3)
+        for service, stopper in zip(self.services, stoppers):
+            if not stopper.dead:
+                log.error("supervisor.stop_incomplete", extra={"service": service.name})
+                stopper.kill(block=False)
+                if isinstance(service, ChildService):
+                    service.kill()
+        for handler in self._signal_handlers:
+            handler.cancel()
+        self._signal_handlers.clear()
+        if self.on_stopped is not None:
+            self.on_stopped()
+        log.info("supervisor.stopped")
+
+    def run(self) -> int:
+        """Run until told to stop; the exit status of ``postal run``."""
+        self.install_signal_handlers()
+        self.start()
+        try:
+            # A timed wait keeps the hub alive even when no service holds it.
+            while not self._stop_requested.wait(timeout=1.0):
+                pass
+        finally:
+            self.shutdown()
+        return 0
+
+
+# ---------------------------------------------------------------------------
+# Building the supervisor of ``postal run``
+# ---------------------------------------------------------------------------
+
+
+def _without_per_process_env(environ: Mapping[str, str]) -> dict[str, str]:
+    ignored = [name for name in PER_PROCESS_ENV if environ.get(name)]
+    if ignored:
+        log.warning("supervisor.ignoring_environment", extra={
+            "variables": ignored,
+            "reason": "postal run starts several roles; use the smtp_server/web_server/worker config keys",
+        })
+    return {k: v for k, v in environ.items() if k not in PER_PROCESS_ENV}
+
+
+def _in_process_role(spec, config, database) -> InProcessService | None:
+    from postald.cli.roles import RoleUnavailable, import_role_module
+    from postald.health import start_health_server
+
+    try:
+        module = import_role_module(spec)
+    except RoleUnavailable as exc:
+        log.warning("supervisor.role_skipped", extra={"role": spec.command, "reason": str(exc)})
+        return None
+    role_class = getattr(module, spec.role_class, None)
+    if role_class is None:
+        log.warning("supervisor.role_skipped", extra={
+            "role": spec.command, "reason": f"{spec.module} has no {spec.role_class}"})
+        return None
+    group = config.smtp_server if spec.command == "smtp-server" else config.worker
+
+    def health():
+        return start_health_server(spec.command, config, group.default_health_server_port,
+                                   group.default_health_server_bind_address, check=database.ping)
+
+    return InProcessService(spec.command, lambda: role_class(config, database), health=health)
+
+
+def child_command(command: str, config_path: str | None) -> list[str]:
+    """The argv that runs ``postal <command>`` with this interpreter."""
+    argv = [sys.executable, "-m", "postald.cli", command]
+    if config_path:
+        argv += ["--config", os.path.abspath(config_path)]
+    return argv
+
+
+def build_supervisor(config_path: str | None, environ: Mapping[str, str]) -> Supervisor:
+    """The services of ``postal run`` for the roles this installation has."""
+    from postald.cli.roles import ROLES, role_available
+    from postald.config import load
+    from schema.session import Database
+
+    env = _without_per_process_env(environ)
+    config = load(config_path, environ=env)
+    database = Database(config)
+    services: list[Service] = []
+    for command in ("smtp-server", "worker"):
+        service = _in_process_role(ROLES[command], config, database)
+        if service is not None:
+            services.append(service)
+    web = ROLES["web-server"]
+    if role_available(web):
+        services.append(ChildService(web.command, child_command(web.command, config_path), env))
+    else:
+        log.warning("supervisor.role_skipped", extra={
+            "role": web.command, "reason": f"the {web.title} ({web.module}) is not available in this installation"})
+    return Supervisor(services, on_stopped=database.dispose)
