@@ -95,3 +95,35 @@ def usage_type(credential: Credential, now: dt.datetime | None = None) -> str:
     if age > dt.timedelta(days=30):
         return "Quiet"
     return "Active"
+
+
+def update(session, credential: Credential, name: str | None = None, key: str | None = None, hold: bool | None = None) -> Credential:
+    """Rename, hold or release a credential; only an SMTP-IP credential's key (its network) may change."""
+    errors = Errors()
+    if name is not None and not name.strip():
+        errors.add("name", "can't be blank")
+    if key is not None:
+        key = key.strip()
+        if credential.type in ("SMTP", "API"):
+            if key and key != credential.key:
+                errors.add("key", "cannot be changed")
+            key = None
+        elif not key:
+            errors.add("key", "can't be blank")
+        else:
+            try:
+                ipaddress.ip_network(key, strict=False)
+            except ValueError:
+                errors.add("key", "must be a valid IPv4 or IPv6 address")
+            else:
+                if key.lower() != (credential.key or "").lower() and _key_taken(session, key):
+                    errors.add("key", "has already been taken")
+    errors.raise_if_any()
+    if name is not None:
+        credential.name = name.strip()
+    if key:
+        credential.key = key
+    if hold is not None:
+        credential.hold = bool(hold)
+    session.flush()
+    return credential

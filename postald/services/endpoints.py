@@ -126,3 +126,86 @@ def delete(session, endpoint) -> None:
         AdditionalRouteEndpoint.endpoint_type == kind, AdditionalRouteEndpoint.endpoint_id == endpoint.id
     ).delete(synchronize_session=False)
     session.delete(endpoint)
+
+
+def update_http(session, endpoint: HTTPEndpoint, **values) -> HTTPEndpoint:
+    """Change an HTTP endpoint, with the rules of :func:`create_http`."""
+    current = {k: getattr(endpoint, k) for k in ("name", "url", "encoding", "format", "strip_replies", "include_attachments", "timeout")}
+    current.update(values)
+    probe = _validate_http(**current)
+    for key, value in probe.items():
+        setattr(endpoint, key, value)
+    session.flush()
+    return endpoint
+
+
+def _validate_http(name, url, encoding, format, strip_replies, include_attachments, timeout) -> dict:
+    errors = Errors()
+    name, url = (name or "").strip(), (url or "").strip()
+    if not name:
+        errors.add("name", "can't be blank")
+    if not url:
+        errors.add("url", "can't be blank")
+    if encoding not in ENCODINGS:
+        errors.add("encoding", "is not included in the list")
+    if format not in FORMATS:
+        errors.add("format", "is not included in the list")
+    timeout = 5 if timeout in (None, "") else timeout
+    try:
+        timeout = int(timeout)
+        if timeout < 5:
+            errors.add("timeout", "must be greater than or equal to 5")
+        elif timeout > 60:
+            errors.add("timeout", "must be less than or equal to 60")
+    except (TypeError, ValueError):
+        errors.add("timeout", "is not a number")
+    errors.raise_if_any()
+    return {"name": name, "url": url, "encoding": encoding, "format": format, "strip_replies": bool(strip_replies),
+            "include_attachments": bool(include_attachments), "timeout": timeout}
+
+
+def update_smtp(session, endpoint: SMTPEndpoint, name: str, hostname: str, port=None, ssl_mode: str = "Auto") -> SMTPEndpoint:
+    errors = Errors()
+    name, hostname = (name or "").strip(), (hostname or "").strip()
+    if not name:
+        errors.add("name", "can't be blank")
+    if not hostname:
+        errors.add("hostname", "can't be blank")
+    elif not HOSTNAME_RE.match(hostname):
+        errors.add("hostname", "is invalid")
+    if ssl_mode not in SSL_MODES:
+        errors.add("ssl_mode", "is not included in the list")
+    if port not in (None, ""):
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            errors.add("port", "is not a number")
+    else:
+        port = None
+    errors.raise_if_any()
+    endpoint.name, endpoint.hostname, endpoint.port, endpoint.ssl_mode = name, hostname, port, ssl_mode
+    session.flush()
+    return endpoint
+
+
+def update_address(session, endpoint: AddressEndpoint, address: str) -> AddressEndpoint:
+    errors = Errors()
+    address = (address or "").strip()
+    if not address:
+        errors.add("address", "can't be blank")
+    elif "@" not in address:
+        errors.add("address", "is invalid")
+    elif session.scalars(select(AddressEndpoint.id).where(
+        AddressEndpoint.server_id == endpoint.server_id, func.lower(AddressEndpoint.address) == address.lower(),
+        AddressEndpoint.id != endpoint.id,
+    )).first():
+        errors.add("address", "has already been added")
+    errors.raise_if_any()
+    endpoint.address = address
+    session.flush()
+    return endpoint
+
+
+def routes_using(session, endpoint) -> int:
+    """How many routes use the endpoint as their primary destination."""
+    return session.query(Route).filter(Route.endpoint_type == type_name(endpoint), Route.endpoint_id == endpoint.id).count()

@@ -126,3 +126,85 @@ def create_rule(session, owner: Server | Organization, pool: IPPool | None, from
     session.add(rule)
     session.flush()
     return rule
+
+
+def update_pool(session, pool: IPPool, name: str) -> IPPool:
+    errors = Errors()
+    name = (name or "").strip()
+    if not name:
+        errors.add("name", "can't be blank")
+    errors.raise_if_any()
+    pool.name = name
+    session.flush()
+    return pool
+
+
+def delete_pool(session, pool: IPPool) -> bool:
+    """Delete a pool that has no addresses and no servers (its organization
+    assignments and rules go with it); False when it is still in use."""
+    in_use = session.scalars(select(IPAddress.id).where(IPAddress.ip_pool_id == pool.id)).first() or session.scalars(
+        select(Server.id).where(Server.ip_pool_id == pool.id, Server.deleted_at.is_(None))).first()
+    if in_use:
+        return False
+    session.query(OrganizationIPPool).filter(OrganizationIPPool.ip_pool_id == pool.id).delete(synchronize_session=False)
+    session.query(IPPoolRule).filter(IPPoolRule.ip_pool_id == pool.id).delete(synchronize_session=False)
+    session.delete(pool)
+    session.flush()
+    return True
+
+
+def update_address(session, address: IPAddress, ipv4: str, hostname: str, ipv6: str | None = None,
+                   priority: int | None = 100) -> IPAddress:
+    errors = Errors()
+    ipv4, hostname, ipv6 = (ipv4 or "").strip(), (hostname or "").strip(), (ipv6 or "").strip() or None
+    if not ipv4:
+        errors.add("ipv4", "can't be blank")
+    elif session.scalars(select(IPAddress.id).where(IPAddress.ipv4 == ipv4, IPAddress.id != address.id)).first():
+        errors.add("ipv4", "has already been taken")
+    if ipv6 and session.scalars(select(IPAddress.id).where(IPAddress.ipv6 == ipv6, IPAddress.id != address.id)).first():
+        errors.add("ipv6", "has already been taken")
+    if not hostname:
+        errors.add("hostname", "can't be blank")
+    priority = 100 if priority in (None, "") else priority
+    try:
+        priority = int(priority)
+        if not 0 <= priority <= 100:
+            errors.add("priority", "must be greater than or equal to 0" if priority < 0 else "must be less than or equal to 100")
+    except (TypeError, ValueError):
+        errors.add("priority", "is not a number")
+    errors.raise_if_any()
+    address.ipv4, address.ipv6, address.hostname, address.priority = ipv4, ipv6, hostname, priority
+    session.flush()
+    return address
+
+
+def update_rule(session, rule: IPPoolRule, pool: IPPool | None, from_text: str = "", to_text: str = "") -> IPPoolRule:
+    errors = Errors()
+    if not _conditions(from_text) and not _conditions(to_text):
+        errors.add("base", "At least one rule condition must be specified")
+    if pool is None:
+        errors.add("ip_pool", "must exist")
+    else:
+        if rule.owner_type == "Server":
+            organization_id = session.get(Server, rule.owner_id).organization_id
+        else:
+            organization_id = rule.owner_id
+        if not session.scalars(select(OrganizationIPPool.id).where(
+            OrganizationIPPool.organization_id == organization_id, OrganizationIPPool.ip_pool_id == pool.id
+        )).first():
+            errors.add("ip_pool", "must belong to the organization")
+    errors.raise_if_any()
+    rule.ip_pool_id, rule.from_text, rule.to_text = pool.id, from_text, to_text
+    session.flush()
+    return rule
+
+
+def rules_for(session, owner: Server | Organization) -> list[IPPoolRule]:
+    owner_type = "Server" if isinstance(owner, Server) else "Organization"
+    return list(session.scalars(select(IPPoolRule).where(IPPoolRule.owner_type == owner_type, IPPoolRule.owner_id == owner.id)
+                                .order_by(IPPoolRule.id)))
+
+
+def conditions(text: str | None) -> list[str]:
+    """The non-blank lines of a rule's to/from text."""
+    return _conditions(text)

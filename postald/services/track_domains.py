@@ -46,3 +46,15 @@ def full_name(session, track_domain: TrackDomain) -> str:
 
 def excluded_domains(track_domain: TrackDomain) -> list[str]:
     return [line.strip().lower() for line in (track_domain.excluded_click_domains or "").replace("\r", "").split("\n") if line.strip()]
+
+
+def update(session, track_domain: TrackDomain, ssl_enabled: bool | None = None, track_loads: bool | None = None,
+           track_clicks: bool | None = None, excluded_click_domains: str | None = None) -> TrackDomain:
+    """Change a tracking domain's settings (its name and domain never change)."""
+    for key, value in (("ssl_enabled", ssl_enabled), ("track_loads", track_loads), ("track_clicks", track_clicks)):
+        if value is not None:
+            setattr(track_domain, key, bool(value))
+    if excluded_click_domains is not None:
+        track_domain.excluded_click_domains = excluded_click_domains.strip() or None
+    session.flush()
+    return track_domain

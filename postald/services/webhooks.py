@@ -76,3 +76,32 @@ def get(session, server: Server, uuid: str) -> Webhook:
     if webhook is None:
         raise NotFound(f"No webhook found matching '{uuid}'")
     return webhook
+
+
+def update(session, webhook: Webhook, name: str, url: str, all_events: bool = True, events=(), enabled: bool = True) -> Webhook:
+    """Change a webhook and resynchronise its events (none are kept when it takes all events)."""
+    errors = Errors()
+    name, url = (name or "").strip(), (url or "").strip()
+    if not name:
+        errors.add("name", "can't be blank")
+    if not url:
+        errors.add("url", "can't be blank")
+    elif not URL_RE.match(url):
+        errors.add("url", "is invalid")
+    events = [e for e in events if e]
+    for event in events:
+        if event not in EVENTS:
+            errors.add("events", f"{event} is not a valid event")
+    if not all_events and not events:
+        errors.add("events", "must include at least one event unless all events are sent")
+    errors.raise_if_any()
+    webhook.name, webhook.url, webhook.all_events, webhook.enabled = name, url, bool(all_events), bool(enabled)
+    session.flush()
+    set_events(session, webhook, events)
+    return webhook
+
+
+def delete(session, webhook: Webhook) -> None:
+    session.query(WebhookEvent).filter(WebhookEvent.webhook_id == webhook.id).delete(synchronize_session=False)
+    session.delete(webhook)
+    session.flush()
