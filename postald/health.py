@@ -72,5 +72,5 @@ def start_health_server(name: str, config, default_port: int, default_bind: str,
     except OSError as exc:
         log.warning("health_server.unavailable", extra={"bind": bind, "port": port, "error": str(exc)})
         return None
-    log.info("health_server.started", extra={"name": name, "bind": bind, "port": server.server_port})
+    log.info("health_server.started", extra={"health_server": name, "bind": bind, "port": server.server_port})
     return server
