@@ -204,6 +204,7 @@ SCHEMA: list[Key] = _expand_legacy([
         ("max_message_size", "I", 14, "max message size in MB", _SAME),
         ("log_ip_address_exclusion_matcher", "S", None, "regex of IPs not to log"),
         ("smtps_port", "I", None, "(beyond) implicit-TLS listener port; disabled when unset"),
+        ("idle_timeout", "I", 300, "(beyond) seconds an SMTP session may wait for a line before 421 and close"),
     ),
     *_group(
         "dns",

@@ -1,0 +1,92 @@
+"""The database-backed decisions of an SMTP session.
+
+:class:`DatabaseBackend` implements :class:`postald.smtp.protocol.Backend`:
+credential checks, recipient classification, sender authorisation, the
+Received header and storage.  Each method opens one short unit of work so
+that no database session outlives a single command.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from postald.services import credentials as credential_service
+from postald.services import servers as server_service
+from postald.smtp import auth, received, routing
+from postald.smtp.envelope import Credential, Envelope, Recipient, Rejection, StoredMessage
+from postald.smtp.protocol import SessionSettings
+from postald.smtp.storage import MessageStore
+from schema.main import Credential as CredentialRow
+from schema.main import Server
+
+
+class DatabaseBackend:
+    def __init__(self, config, database, settings: SessionSettings | None = None,
+                 resolver: received.PTRResolver | None = None):
+        self.config = config
+        self.database = database
+        self.settings = settings or SessionSettings.from_config(config)
+        self.resolver = resolver if resolver is not None else received.PTRResolver.from_config(config)
+        self.classifier = routing.RecipientClassifier(self.settings)
+        self.store_messages = MessageStore(config, database)
+
+    # -- AUTH ------------------------------------------------------------------------
+
+    def authenticate_key(self, key: str) -> Credential | None:
+        if not key:
+            return None
+        with self.database.unit_of_work() as session:
+            row = credential_service.find_by_key(session, "SMTP", key)
+            if row is None or not auth.keys_equal(row.key, key):
+                return None
+            credential = routing.credential_value(session, row)
+            if credential is not None:
+                credential_service.use(row)
+            return credential
+
+    def authenticate_cram_md5(self, organization: str, server: str, challenge: str,
+                              digest: str) -> tuple[bool, Credential | None]:
+        with self.database.unit_of_work() as session:
+            found = server_service.find(session, f"{organization}/{server}")
+            if found is None:
+                return False, None
+            rows = session.scalars(
+                select(CredentialRow)
+                .where(CredentialRow.server_id == found.id, CredentialRow.type == "SMTP")
+                .order_by(CredentialRow.id)
+            )
+            for row in rows:
+                if row.key and auth.cram_md5_matches(row.key, challenge, digest):
+                    credential_service.use(row)
+                    return True, routing.credential_value(session, row)
+            return True, None
+
+    def smtp_ip_credential(self, ip_address: str) -> Credential | None:
+        with self.database.unit_of_work() as session:
+            return routing.smtp_ip_credential(session, ip_address)
+
+    # -- envelope ----------------------------------------------------------------------
+
+    def classify_recipient(self, address: str, local_part: str, domain: str,
+                           credential: Credential | None) -> Recipient | Rejection | None:
+        with self.database.unit_of_work() as session:
+            return self.classifier.classify(session, address, local_part, domain, credential)
+
+    def received_header(self, credential: Credential | None, helo_name: str | None,
+                        ip_address: str | None) -> str:
+        privacy = False
+        if credential is not None:
+            with self.database.unit_of_work() as session:
+                server = session.get(Server, credential.server_id)
+                privacy = bool(server is not None and server.privacy_mode)
+        return received.generate(self.config, self.resolver, helo_name, ip_address, "smtp", privacy)
+
+    def authorised_domain(self, credential: Credential, headers: dict[str, list[str | None]]) -> int | None:
+        with self.database.unit_of_work() as session:
+            server = session.get(Server, credential.server_id)
+            if server is None:
+                return None
+            return routing.authorised_domain_id(session, server, headers)
+
+    def store(self, envelope: Envelope) -> list[StoredMessage]:
+        return self.store_messages.store(envelope)

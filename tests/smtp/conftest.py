@@ -1,0 +1,134 @@
+"""Fixtures for the SMTP server tests.
+
+Protocol tests feed lines straight into :class:`SMTPSession` with the real
+database backend (as Postal's own specs call ``client.handle``).  Server
+tests start ``python -m postald.smtp.server`` in a subprocess on free
+loopback ports and talk to it over real sockets.  Both resolve PTR names
+through a DNS server started on a high loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from postald.config import load
+from postald.smtp.backend import DatabaseBackend
+from postald.smtp.protocol import SessionSettings, SMTPSession
+from postald.smtp.received import PTRResolver
+from tests.dns_checks.dns_server import DNSServer
+
+HOSTNAME = "postal.test"
+RETURN_PATH_DOMAIN = "rp.postal.test"
+ROUTE_DOMAIN = "routes.postal.test"
+PTR_RECORDS = {
+    ("4.3.2.1.in-addr.arpa", "PTR"): ["hostname.com."],
+    ("1.0.0.127.in-addr.arpa", "PTR"): ["localhost.test."],
+}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="session")
+def dns_server():
+    with DNSServer(PTR_RECORDS) as server:
+        yield server
+
+
+@pytest.fixture
+def config(config_environ, dns_server):
+    environ = dict(config_environ, DNS_NAMESERVERS=dns_server.address, DNS_TIMEOUT="2")
+    return load(path=None, environ=environ)
+
+
+@pytest.fixture
+def smtp_backend(config, database, dns_server):
+    resolver = PTRResolver([("127.0.0.1", dns_server.port)], timeout=2)
+    return DatabaseBackend(config, database, resolver=resolver)
+
+
+@pytest.fixture
+def make_session(config, smtp_backend):
+    """Build a session for a client at 1.2.3.4 (``ip=None``: PROXY protocol)."""
+
+    def factory(ip="1.2.3.4", tls_available=False, max_message_size=None, **overrides):
+        settings = SessionSettings.from_config(config, tls_available=tls_available)
+        if max_message_size is not None:
+            overrides["max_message_size_mb"] = max_message_size
+        if overrides:
+            settings = SessionSettings(**{**settings.__dict__, **overrides})
+        smtp_backend.settings = settings
+        return SMTPSession(settings, smtp_backend, ip)
+
+    return factory
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            raise RuntimeError(f"SMTP server exited with {process.returncode}:\n{output}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.recv(1024)
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"SMTP server did not listen on {port} within {timeout}s")
+
+
+class ServerProcess:
+    """``python -m postald.smtp.server`` on free ports; killed on stop."""
+
+    def __init__(self, environ: dict, **extra_env):
+        self.port = free_port()
+        self.health_port = free_port()
+        self.smtps_port = free_port() if extra_env.pop("smtps", False) else None
+        env = dict(os.environ)
+        env.update(environ)
+        env.update({
+            "PORT": str(self.port),
+            "BIND_ADDRESS": "127.0.0.1",
+            "HEALTH_SERVER_PORT": str(self.health_port),
+            "HEALTH_SERVER_BIND_ADDRESS": "127.0.0.1",
+            "PYTHONPATH": ROOT,
+        })
+        if self.smtps_port:
+            env["SMTP_SERVER_SMTPS_PORT"] = str(self.smtps_port)
+        env.update({k: str(v) for k, v in extra_env.items()})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "postald.smtp.server"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(self.port, self.process)
+        except Exception:
+            self.kill()
+            raise
+
+    def kill(self) -> str:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        return self.output()
+
+    def terminate(self, timeout: float = 15) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=timeout)
+
+    def output(self) -> str:
+        if self.process.stdout is None:
+            return ""
+        data = self.process.stdout.read() if self.process.poll() is not None else b""
+        return data.decode(errors="replace")
