@@ -189,7 +189,12 @@ _RESET = "\033[0m"
 
 
 def _console_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, (str, int, float)) for v in value):
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, default=str, ensure_ascii=False)
     if text == "" or any(c.isspace() or c in '"=' for c in text):
         return json.dumps(text, ensure_ascii=False)
     return text

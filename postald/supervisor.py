@@ -9,8 +9,9 @@ waitress uses threads.  Each is a :class:`Service`:
   ``start()`` and ``stop()``.  ``start()`` may return once the role is
   serving or block while it serves.  If the role also has ``wait()``, which
   returns (or raises) when the role has ended, an ended role is noticed and
-  restarted; an exception from ``start()`` always is.  The role's health
-  server (``/health``, ``/metrics``) is started once and outlives restarts.
+  restarted; an exception from ``start()`` always is.  A role that runs its
+  own health server (``/health``, ``/metrics``) has a ``health_server``
+  attribute; for any other the service starts one, once, outliving restarts.
 * :class:`ChildService` runs a command; when it exits it is started again.
 
 Restarts wait with exponential back-off (1 s doubling to 30 s; a service
@@ -134,14 +135,11 @@ class InProcessService(Service):
         self.role: Any = None
         self.health_server: Any = None
 
-    def start(self) -> None:
-        if self.health is not None:
-            self.health_server = self.health()
-        super().start()
-
     def run_once(self) -> None:
         role = self.factory()
         self.role = role
+        if self.health is not None and self.health_server is None and not hasattr(role, "health_server"):
+            self.health_server = self.health()
         try:
             role.start()
             log.info("service.started", extra={"service": self.name, "kind": self.kind})
