@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import secrets
 import threading
 import time
@@ -36,6 +37,7 @@ from collections import deque
 from urllib.parse import quote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
+from pyramid.events import NewResponse
 from pyramid.httpexceptions import HTTPFound, HTTPNotFound
 from pyramid.response import Response
 from pyramid.session import SignedCookieSessionFactory
@@ -421,7 +423,7 @@ class LoginThrottle:
                 entries = self._recent((kind, value), now)
                 if len(entries) >= self.limits[kind]:
                     wait = max(wait, entries[-self.limits[kind]] + self.window - now)
-        return int(wait) + (1 if wait else 0)
+        return math.ceil(wait)
 
     def failed(self, account: str, address: str) -> None:
         now = self.clock()
@@ -505,7 +507,6 @@ def security_tween_factory(handler, registry):
             response.headers["Content-Security-Policy"] = response.headers.get("Content-Security-Policy", CONTENT_SECURITY_POLICY)
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
-        _harden_cookies(request, response)
         return response
 
     return tween
@@ -524,7 +525,10 @@ def _close_db(request, commit: bool) -> None:
         db.close()
 
 
-def _harden_cookies(request, response) -> None:
+def harden_cookies(event) -> None:
+    """Every Set-Cookie gets HttpOnly and SameSite=Lax, and Secure over HTTPS
+    (a NewResponse subscriber: it runs after the response callbacks that set cookies)."""
+    request, response = event.request, event.response
     cookies = response.headers.getall("Set-Cookie")
     if not cookies:
         return
@@ -552,4 +556,5 @@ def includeme(config) -> None:
     config.add_request_method(client_ip, "client_ip", reify=True)
     config.add_view_deriver(ui_access_deriver)
     config.add_tween("pyramid_app.auth.security_tween_factory")
+    config.add_subscriber(harden_cookies, NewResponse)
     config.registry.login_throttle = LoginThrottle()

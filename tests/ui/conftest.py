@@ -32,12 +32,11 @@ class Browser(webtest.TestApp):
         assert match, "page has no CSRF token"
         return match.group(1)
 
-    def sign_in(self, email, password=PASSWORD):
-        page = self.get("/login")
-        response = page.forms[0]
-        response["email_address"] = email
-        response["password"] = password
-        return response.submit()
+    def sign_in(self, email, password=PASSWORD, status=None):
+        form = self.get("/login").forms[0]
+        form["email_address"] = email
+        form["password"] = password
+        return form.submit(status=status)
 
     def post_form(self, url, data, method=None, status=None, token=None, **kw):
         """POST ``data`` with the CSRF token (and ``_method`` when given)."""
@@ -46,6 +45,15 @@ class Browser(webtest.TestApp):
         if method:
             data["_method"] = method
         return self.post(url, data, status=status, **kw)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch):
+    """bcrypt at its lowest cost: the tests hash many passwords; production keeps the default."""
+    import bcrypt
+
+    real = bcrypt.gensalt
+    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real(4, prefix))
 
 
 @pytest.fixture
@@ -99,3 +107,44 @@ def outsider(app, world):
     browser = _browser(app)
     browser.sign_in("outsider@example.com")
     return browser
+
+
+class Sink:
+    """A real SMTP server on a free loopback port that keeps what it receives."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        from email import message_from_bytes, policy
+
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default)))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink():
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    sink.port = port
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mail_app(config_environ, database, smtp_sink):
+    """The UI with its application mail going to ``smtp_sink``."""
+    from postald.config import load
+
+    environ = dict(config_environ, SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_sink.port))
+    return build_app(load(path=None, environ=environ), database)
