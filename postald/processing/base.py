@@ -1,0 +1,190 @@
+"""One queued message being processed, and what a batch of them shares.
+
+A :class:`Job` carries everything a processor needs for one locked
+``queued_messages`` row and records its outcome: deliveries (which also set the
+message's status and queue the matching webhook event), requeueing for a later
+attempt, or removal from the queue.  Each of those writes commits at once, so
+no database transaction stays open while a sender talks to the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any, Callable
+
+from sqlalchemy import delete, update
+
+from postald import metrics, webhooks
+from postald.senders.base import SendResult, Sender
+from schema.main import QueuedMessage, utcnow
+
+log = logging.getLogger("postald.processing")
+
+#: Seconds before the first retry; each later one is 1.3 times longer.
+RETRY_BASE_SECONDS = 300
+RETRY_FACTOR = 1.3
+
+#: Statuses after which the message is finished (for the delivery latency metric).
+FINAL_STATUSES = ("Sent", "HardFail", "Held", "Processed", "Bounced", "HoldCancelled")
+
+INTERNAL_ERROR_DETAILS = ("An internal error occurred while sending this message. "
+                          "This message will be retried automatically.")
+
+
+def default_retry_delay(attempts: int) -> float:
+    """Postal's back-off: 5 minutes x 1.3^attempts (attempts made so far)."""
+    return RETRY_BASE_SECONDS * (RETRY_FACTOR ** max(int(attempts or 0), 0))
+
+
+class BatchState:
+    """What the messages of one batch share: open senders and a cached connect failure.
+
+    Senders are cached by a key (for example ``("smtp", domain, ip_address_id)``)
+    so a batch to the same destination reuses one SMTP connection.
+    """
+
+    def __init__(self) -> None:
+        self.senders: dict[Any, Sender] = {}
+        self.connect_errors: dict[Any, SendResult] = {}
+
+    def sender(self, key: Any, factory: Callable[[], Sender]) -> Sender:
+        sender = self.senders.get(key)
+        if sender is None:
+            sender = factory()
+            sender.start()
+            self.senders[key] = sender
+        return sender
+
+    def send(self, key: Any, factory: Callable[[], Sender], message) -> SendResult:
+        """Send through the cached sender for ``key``; a connect failure is reused for the rest of the batch."""
+        cached = self.connect_errors.get(key)
+        if cached is not None:
+            return cached
+        result = self.sender(key, factory).send_message(message)
+        if result.connect_error:
+            self.connect_errors[key] = result
+        return result
+
+    def finish(self) -> None:
+        for sender in self.senders.values():
+            try:
+                sender.finish()
+            except Exception:  # closing must never fail the batch
+                log.exception("sender.finish_failed")
+        self.senders.clear()
+
+
+class Job:
+    """One locked queued message with its server, message and outcome helpers."""
+
+    def __init__(self, *, config, database, session, server, message_db, message, queued,
+                 state: BatchState | None = None, locker: str | None = None):
+        self.config = config
+        self.database = database
+        self.session = session
+        self.server = server
+        self.message_db = message_db
+        self.message = message
+        self.queued = queued
+        self.state = state or BatchState()
+        self.locker = locker
+        #: Set once the queued row has been removed or requeued.
+        self.done = False
+        self.deliveries: list[dict] = []
+
+    # -- convenience ---------------------------------------------------------
+
+    @property
+    def manual(self) -> bool:
+        return bool(self.queued.manual)
+
+    def log(self, text: str, **fields: Any) -> None:
+        fields.setdefault("queued_message_id", self.queued.id)
+        fields.setdefault("server_id", self.queued.server_id)
+        fields.setdefault("message_id", self.queued.message_id)
+        log.info(text, extra=fields)
+
+    def commit(self) -> None:
+        """Commit the main-database session (and give its connection back to the pool)."""
+        self.session.commit()
+
+    # -- outcomes ------------------------------------------------------------
+
+    def update_message(self, **values: Any) -> None:
+        self.message_db.update_message(self.message.id, **values)
+        self.message.row.update(values)
+
+    def add_delivery(self, status: str, details: str | None, output: str | None = None,
+                     sent_with_ssl: bool | None = None, log_id: str | None = None,
+                     time: float | None = None) -> dict:
+        """Record a delivery, set the message's status and queue the matching webhook event.
+
+        ``sent_with_ssl`` is None for outcomes the pipeline decides itself
+        (holds, policy failures) and True/False for a sender's results.
+        """
+        delivery = self.message_db.add_delivery(
+            self.message.id, status, details=details, output=output, sent_with_ssl=bool(sent_with_ssl),
+            log_id=log_id, time_taken=None if time is None else round(float(time), 2),
+        )
+        delivery["sent_with_ssl"] = sent_with_ssl
+        held = status == "Held"
+        self.message.row.update(
+            status=status, last_delivery_attempt=delivery["timestamp"], held=1 if held else 0,
+            hold_expiry=(delivery["timestamp"] + self.config.postal.default_maximum_hold_expiry_days * 86400)
+            if held else None,
+        )
+        self.deliveries.append(delivery)
+        metrics.deliveries.labels(scope=self.message.scope or "", status=status).inc()
+        if status in FINAL_STATUSES and self.message.timestamp:
+            metrics.delivery_latency.observe(max(0.0, delivery["timestamp"] - float(self.message.timestamp)))
+        event = webhooks.DELIVERY_EVENTS.get(status)
+        if event:
+            self.fire_event(event, webhooks.delivery_payload(self.message, delivery))
+        self.log("delivery.added", status=status, details=details)
+        return delivery
+
+    def fire_event(self, event: str, payload: dict) -> None:
+        webhooks.trigger(self.session, self.queued.server_id, event, payload)
+        self.commit()
+
+    def finish(self) -> None:
+        """Remove the message from the queue: its processing is over."""
+        self.session.execute(delete(QueuedMessage).where(QueuedMessage.id == self.queued.id))
+        self.commit()
+        self.done = True
+
+    def retry(self, delay_seconds: float | None = None) -> dt.datetime:
+        """Requeue for a later attempt: unlock, set retry_after, count the attempt."""
+        attempts = int(self.queued.attempts or 0)
+        delay = default_retry_delay(attempts) if delay_seconds is None else float(delay_seconds)
+        retry_after = utcnow() + dt.timedelta(seconds=delay)
+        values: dict[str, Any] = {
+            "locked_by": None, "locked_at": None, "retry_after": retry_after, "attempts": attempts + 1,
+            "updated_at": utcnow(),
+        }
+        if self.config.postal.use_ip_pools and self.message.scope == "outgoing":
+            from postald.queue import allocate_ip_address
+
+            address = allocate_ip_address(self.session, self.server, self.message)
+            values["ip_address_id"] = address.id if address is not None else None
+        self.session.execute(update(QueuedMessage).where(QueuedMessage.id == self.queued.id).values(**values))
+        self.commit()
+        for name, value in values.items():
+            setattr(self.queued, name, value)
+        self.done = True
+        self.log("message.requeued", retry_after=retry_after.isoformat(), attempts=attempts + 1)
+        return retry_after
+
+    def unlock(self) -> None:
+        """Give the row back to the queue untouched (not ready yet)."""
+        self.session.execute(
+            update(QueuedMessage).where(QueuedMessage.id == self.queued.id).values(locked_by=None, locked_at=None)
+        )
+        self.commit()
+        self.done = True
+
+
+def elapsed(start: float) -> float:
+    return round(time.monotonic() - start, 2)
