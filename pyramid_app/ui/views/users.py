@@ -61,17 +61,21 @@ def create(request):
     context = _form_context(request, Form(values, model="user"), None, _member_ids(values))
     password = values.get("password") if config.oidc.local_authentication_enabled else None
     db = request.dbsession
+    password_errors = {}
+    if not password and not config.oidc.enabled:
+        password_errors["password"] = ["can't be blank"]
+    elif password and values.get("password_confirmation") is not None and values["password_confirmation"] != password:
+        password_errors["password_confirmation"] = ["doesn't match Password"]
     try:
-        errors = {}
-        if not password and not config.oidc.enabled:
-            errors["password"] = ["can't be blank"]
-        elif password and values.get("password_confirmation") is not None and values["password_confirmation"] != password:
-            errors["password_confirmation"] = ["doesn't match Password"]
-        if errors:
-            raise ValidationError(errors)
-        user = user_service.create(db, values.get("email_address", ""), (values.get("first_name") or "").strip(),
-                                   (values.get("last_name") or "").strip(), password or None,
-                                   admin=helpers.to_bool(values.get("admin")))
+        with db.begin_nested():  # nothing is kept unless every field is valid
+            try:
+                user = user_service.create(db, values.get("email_address", ""), (values.get("first_name") or "").strip(),
+                                           (values.get("last_name") or "").strip(), password or None,
+                                           admin=helpers.to_bool(values.get("admin")))
+            except ValidationError as error:
+                raise ValidationError({**error.errors, **password_errors}) from None
+            if password_errors:
+                raise ValidationError(password_errors)
     except ValidationError as error:
         return helpers.invalid(request, "users/form.jinja2", context, error)
     user_service.set_memberships(db, user, _member_ids(values))
