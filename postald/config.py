@@ -151,6 +151,8 @@ SCHEMA: list[Key] = _expand_legacy([
         ("default_health_server_bind_address", "S", "127.0.0.1", "worker health server bind address"),
         ("threads", "I", 2, "work threads per worker"),
         ("poll_interval", "F", 1.0, "(beyond) seconds between polls for new work"),
+        ("lock_timeout", "F", 300.0,
+         "(beyond) seconds after which a queued message locked by a worker that stopped renewing it is released"),
     ),
     *_group(
         "main_db",
