@@ -9,7 +9,10 @@ import webtest
 from pyramid.config import Configurator
 from pyramid.response import Response
 
+from postald.config import load
 from postald.services import servers, track_domains
+from schema.session import Database
+from tests.conftest import make_test_environ
 from schema.main import Domain, TrackDomain
 from tests.factories import add_domain, make_server
 
@@ -77,3 +80,13 @@ def build_tracking_app(config, database):
 @pytest.fixture
 def tracking_app(config, database):
     return webtest.TestApp(build_tracking_app(config, database), extra_environ={"REMOTE_ADDR": "203.0.113.9"})
+
+
+@pytest.fixture
+def gate_app(tmp_path):
+    """The tracking app for requests that never reach a database (no database is created)."""
+    environ, _ = make_test_environ(tmp_path, "sqlite")
+    config = load(path=None, environ=environ)
+    database = Database(config)
+    yield webtest.TestApp(build_tracking_app(config, database))
+    database.dispose()
