@@ -15,7 +15,7 @@ def register(subparsers, common) -> None:
     add_command(subparsers, common, "initialize", initialize,
                 "create or migrate the main database and every message database; create the signing key")
     add_command(subparsers, common, "upgrade-db", upgrade_db,
-                "migrate the main database and every message database")
+                "migrate the main database and every message database", aliases=["update", "upgrade"])
     sub = add_command(subparsers, common, "make-user", make_user,
                       "create a user (asks for the details unless they are all given)")
     sub.add_argument("--email", metavar="EMAIL")
