@@ -186,7 +186,7 @@ def rewrite_for_tracking(config, session, server, message_db, message, raw: byte
         _update_row(message, parsed=1, tracked_links=0, tracked_images=0)
         return raw
     try:
-        result = rewrite_message(raw, settings)
+        result = rewrite_raw(raw, settings)
     except Exception:  # a message we cannot parse is sent as it is
         log.exception("tracking.rewrite_failed", extra={"message_id": message.id})
         return raw
@@ -225,7 +225,7 @@ def _record_links(message_db, message_id: int, links: list[TrackedLink]) -> None
         conn.execute(insert(mdb.links), rows)
 
 
-def rewrite_message(raw: bytes, settings: TrackingSettings) -> RewriteResult:
+def rewrite_raw(raw: bytes, settings: TrackingSettings) -> RewriteResult:
     """Rewrite the text parts of a raw message; the result's ``raw`` is ``raw`` itself when nothing changed."""
     linesep = "\r\n" if b"\r\n" in mdb.split_raw(raw)[0] else "\n"
     policy = email.policy.compat32.clone(linesep=linesep, max_line_length=0)
