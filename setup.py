@@ -38,6 +38,7 @@ setup(
             "pytest-timeout>=2.2",
             "WebTest>=3,<4",
             "aiosmtpd>=1.4,<2",
+            "websocket-client>=1.7,<2",
         ],
     },
     entry_points={"console_scripts": ["postal = postald.cli:main"]},
