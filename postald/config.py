@@ -267,6 +267,7 @@ SCHEMA: list[Key] = _expand_legacy([
         "smtp_client",
         ("open_timeout", "I", 30, "outgoing SMTP connect timeout (seconds)", _SAME),
         ("read_timeout", "I", 30, "outgoing SMTP read timeout (seconds)", _SAME),
+        ("port", "I", 25, "(beyond) port of MX hosts (a test runs its SMTP sink on a high port)"),
     ),
     *_group(
         "migration_waiter",
