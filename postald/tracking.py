@@ -28,6 +28,8 @@ import hashlib
 import io
 import logging
 import re
+import secrets
+import string
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from sqlalchemy import insert, select
 
 from postald.services import track_domains as track_domain_service
 from schema import message_db as mdb
-from schema.main import Domain, TrackDomain, random_string
+from schema.main import Domain, TrackDomain
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +318,21 @@ def _set_text(part: EmailMessage, text: str) -> None:
     part.set_payload(payload)
 
 
+TOKEN_ALPHABET = string.ascii_letters + string.digits
+_TOKEN_SPACE = len(TOKEN_ALPHABET) ** LINK_TOKEN_LENGTH
+
+
+def new_link_token() -> str:
+    """16 random alphanumerics, like Postal's link tokens."""
+    number, chars = secrets.randbelow(_TOKEN_SPACE), []
+    for _ in range(LINK_TOKEN_LENGTH):
+        number, index = divmod(number, len(TOKEN_ALPHABET))
+        chars.append(TOKEN_ALPHABET[index])
+    return "".join(chars)
+
+
 def _new_link(url: str, settings: TrackingSettings, result: RewriteResult) -> str:
-    link = TrackedLink(token=random_string(LINK_TOKEN_LENGTH), url=url)
+    link = TrackedLink(token=new_link_token(), url=url)
     result.links.append(link)
     return f"{settings.base_url}/{settings.server_token}/{link.token}"
 
@@ -419,9 +434,10 @@ class _HTMLEditor(HTMLParser):
     def __init__(self, source: str):
         super().__init__(convert_charrefs=True)
         self.line_starts = [0]
-        for index, char in enumerate(source):
-            if char == "\n":
-                self.line_starts.append(index + 1)
+        index = source.find("\n")
+        while index != -1:
+            self.line_starts.append(index + 1)
+            index = source.find("\n", index + 1)
         self.link_tags: list[tuple[int, int, str, list, bool]] = []
         self.body_end_positions: list[int] = []
 
