@@ -338,6 +338,11 @@ def _new_link(url: str, settings: TrackingSettings, result: RewriteResult) -> st
 
 
 def _remove_notrack_markers(text: str) -> str:
+    """Turn opt-out links into plain ones.
+
+    Postal does this only when click tracking is on; here it is done for every
+    part of a tracked message, so an opt-out link never reaches a reader broken.
+    """
     for marker, scheme in NOTRACK_SCHEMES:
         text = text.replace(marker, scheme)
     return text
@@ -375,14 +380,13 @@ def rewrite_text(text: str, settings: TrackingSettings, result: RewriteResult) -
             return _new_link(url, settings, result) + suffix
 
         text = TEXT_URL_RE.sub(replace, text)
-        text = _remove_notrack_markers(text)
-    return text
+    return _remove_notrack_markers(text)
 
 
 def rewrite_html(html: str, settings: TrackingSettings, result: RewriteResult) -> str:
     """HTML: link hrefs become tracking URLs; the open-tracking image goes before ``</body>``."""
     if not settings.track_clicks and not settings.track_loads:
-        return html
+        return _remove_notrack_markers(html)
     editor = _HTMLEditor(html)
     editor.feed(html)
     editor.close()
@@ -403,10 +407,7 @@ def rewrite_html(html: str, settings: TrackingSettings, result: RewriteResult) -
         pieces.append(replacement)
         cursor = end
     pieces.append(html[cursor:])
-    out = "".join(pieces)
-    if settings.track_clicks:
-        out = _remove_notrack_markers(out)
-    return out
+    return _remove_notrack_markers("".join(pieces))
 
 
 def _rewrite_link_tag(tag: str, attrs: list, self_closing: bool, settings: TrackingSettings,

@@ -147,6 +147,15 @@ def test_notrack_links_stay_untracked_with_the_marker_removed(tracked):
     assert links_of(tracked, message.id) == []
 
 
+def test_notrack_marker_is_removed_when_click_tracking_is_off(tracked):
+    tracked.update_track_domain(track_clicks=False)
+    html = '<html><body><a href="https+notrack://account.example.net/unsubscribe">Unsubscribe</a></body></html>'
+    message = tracked.store(html_message(html, text="https+notrack://account.example.net/unsubscribe"))
+    result = parse(rewrite(tracked, message))
+    assert 'href="https://account.example.net/unsubscribe"' in html_part(result)
+    assert text_part(result) == "https://account.example.net/unsubscribe\n"
+
+
 def test_excluded_domains_are_not_tracked(tracked):
     tracked.update_track_domain(excluded_click_domains="  bank.example.net \nport.example.net:8443\n")
     html = ('<html><body><a href="https://bank.example.net/login">Bank</a>'
