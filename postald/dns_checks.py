@@ -37,6 +37,8 @@ import dns.rdatatype
 import dns.resolver
 from sqlalchemy import or_, select
 
+from postald import dns as postal_dns
+from postald import webhooks
 from postald.errors import ServiceUnavailable
 from postald.services import domains as domain_service
 from postald.services import track_domains as track_domain_service
@@ -176,7 +178,7 @@ def _normalise_host(host: str) -> str:
 # Looking the records up
 # ---------------------------------------------------------------------------
 
-class DNSLookupError(ServiceUnavailable):
+class DNSLookupError(ServiceUnavailable, postal_dns.DNSError):
     """A lookup got no usable answer: timeout, SERVFAIL, no nameserver reachable.
 
     Distinct from a name or record that does not exist, which is simply an
@@ -193,7 +195,8 @@ class RecordLookup:
         self.nameservers = list(nameservers)
         self._resolver = dns.resolver.Resolver(configure=False)
         self._resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in self.nameservers]
-        # One full try, then two retries at half the timeout.
+        # ``timeout`` per try; the tries together (Postal: one, then two at
+        # half the timeout) give up after twice that.
         self._resolver.timeout = timeout
         self._resolver.lifetime = timeout * 2
         self._resolver.retry_servfail = False
@@ -237,18 +240,6 @@ def _host_text(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower()
 
 
-def _parse_nameserver(entry: str) -> tuple[str, int | None]:
-    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
-    entry = entry.strip()
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else None
-    if entry.count(":") == 1:
-        host, port = entry.split(":")
-        return host, int(port)
-    return entry, None
-
-
 def _addresses_of(host: str) -> list[str]:
     try:
         ipaddress.ip_address(host)
@@ -262,8 +253,8 @@ def local_nameservers(config) -> list[tuple[str, int]]:
     if config.dns.nameservers:
         servers = []
         for entry in config.dns.nameservers:
-            host, port = _parse_nameserver(entry)
-            servers.extend((address, port or 53) for address in _addresses_of(host))
+            host, port = postal_dns.parse_nameserver(entry)
+            servers.extend((address, port) for address in _addresses_of(host))
         return servers
     path = config.dns.resolv_conf_path
     if not os.path.exists(path):
@@ -283,7 +274,7 @@ def authoritative_port(config) -> int:
     with the first ``dns.nameservers`` entry (so a test setup can serve a
     whole hierarchy on one high port)."""
     for entry in config.dns.nameservers:
-        return _parse_nameserver(entry)[1] or 53
+        return postal_dns.parse_nameserver(entry)[1]
     return 53
 
 
@@ -426,7 +417,7 @@ class CheckAllSummary:
     domains_failed: int = 0
     track_domains_checked: int = 0
     lookup_errors: int = 0
-    webhooks_triggered: int = 0
+    webhook_requests: int = 0
 
 
 def check_all_domains(config, database, now: dt.datetime | None = None) -> CheckAllSummary:
@@ -478,10 +469,8 @@ def _recheck_domain(config, database, domain_id: int, summary: CheckAllSummary) 
             return
         summary.domains_failed += 1
         if domain.owner_type == "Server":
-            from postald import webhooks
-
-            webhooks.trigger(session, domain.owner_id, DNS_ERROR_EVENT, dns_error_payload(session, domain))
-            summary.webhooks_triggered += 1
+            requests = webhooks.trigger(session, domain.owner_id, DNS_ERROR_EVENT, dns_error_payload(session, domain))
+            summary.webhook_requests += len(requests)
 
 
 def _recheck_track_domain(config, database, track_domain_id: int, summary: CheckAllSummary) -> None:

@@ -109,12 +109,22 @@ class DNSServer:
                 if reply is not None:
                     self.request.sendall(len(reply).to_bytes(2, "big") + reply)
 
-        udp = socketserver.ThreadingUDPServer((self.host, self.requested_port), UDPHandler)
-        self.port = udp.server_address[1]
-        tcp = socketserver.ThreadingTCPServer((self.host, self.port), TCPHandler, bind_and_activate=False)
-        tcp.allow_reuse_address = True
-        tcp.server_bind()
-        tcp.server_activate()
+        for _attempt in range(20 if self.requested_port == 0 else 1):
+            udp = socketserver.ThreadingUDPServer((self.host, self.requested_port), UDPHandler)
+            self.port = udp.server_address[1]
+            tcp = socketserver.ThreadingTCPServer((self.host, self.port), TCPHandler, bind_and_activate=False)
+            tcp.allow_reuse_address = True
+            try:
+                tcp.server_bind()
+                tcp.server_activate()
+                break
+            except OSError:
+                tcp.server_close()
+                udp.server_close()
+                if self.requested_port != 0:
+                    raise
+        else:
+            raise OSError("no port free for both UDP and TCP")
         for server in (udp, tcp):
             server.daemon_threads = True
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
