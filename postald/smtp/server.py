@@ -348,17 +348,19 @@ def run(config, shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
     """Run the SMTP server until SIGTERM or SIGINT (gevent must already be monkey patched)."""
     from schema.session import Database
 
-    database = Database(config)
-    role = SMTPServerRole(config, database)
-    role.start()
     stopping = gevent.event.Event()
 
     def on_signal(name: str) -> None:
         print(f"Received {name} signal, shutting down.", flush=True)
         stopping.set()
 
+    # Handlers first: starting the listeners yields to the hub, so sessions may
+    # already be served before start() returns.
     gevent.signal_handler(signal.SIGTERM, on_signal, "TERM")
     gevent.signal_handler(signal.SIGINT, on_signal, "INT")
+    database = Database(config)
+    role = SMTPServerRole(config, database)
+    role.start()
     try:
         stopping.wait()
     finally:

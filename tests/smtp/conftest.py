@@ -35,8 +35,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="session")
 def dns_server():
-    with DNSServer(PTR_RECORDS) as server:
-        yield server
+    for attempt in range(5):
+        try:
+            server = DNSServer(PTR_RECORDS).start()
+            break
+        except OSError:  # the UDP port's number was taken for TCP: pick another
+            if attempt == 4:
+                raise
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -80,8 +87,7 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20.0) -
             output = process.stdout.read().decode(errors="replace") if process.stdout else ""
             raise RuntimeError(f"SMTP server exited with {process.returncode}:\n{output}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.recv(1024)
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
