@@ -12,7 +12,7 @@ into an ``Error`` delivery and a retry; the message is never dropped.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Callable, Iterable
 
 from sqlalchemy import delete, update
 
@@ -111,12 +111,19 @@ def server_suspended(session, server: Server | None) -> bool:
     return organization is not None and organization.suspended_at is not None
 
 
-def process_batch(config, database, session, queued_rows: Iterable[QueuedMessage], locker: str | None = None) -> int:
-    """Process the locked rows of one batch (InitialProcessor); returns how many were processed."""
+def process_batch(config, database, session, queued_rows: Iterable[QueuedMessage], locker: str | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> int:
+    """Process the locked rows of one batch (InitialProcessor); returns how many were processed.
+
+    When ``should_stop`` turns true the rest of the batch is left for the
+    caller to unlock.
+    """
     state = BatchState()
     processed = 0
     try:
         for queued in queued_rows:
+            if should_stop is not None and should_stop():
+                break
             job = load_job(config, database, session, queued, state, locker)
             if job is None:
                 continue

@@ -90,6 +90,8 @@ class Job:
         self.queued = queued
         self.state = state or BatchState()
         self.locker = locker
+        #: The message's sending domain (schema.main.Domain), set by the outgoing processor.
+        self.domain = None
         #: Set once the queued row has been removed or requeued.
         self.done = False
         self.deliveries: list[dict] = []
@@ -100,7 +102,8 @@ class Job:
     def manual(self) -> bool:
         return bool(self.queued.manual)
 
-    def log(self, text: str, **fields: Any) -> None:
+    def log(self, text: str, /, **fields: Any) -> None:
+        """Log an event name (or sentence) with this job's ids and ``fields``."""
         fields.setdefault("queued_message_id", self.queued.id)
         fields.setdefault("server_id", self.queued.server_id)
         fields.setdefault("message_id", self.queued.message_id)
