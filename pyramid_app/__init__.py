@@ -1,0 +1,41 @@
+"""The web application: admin UI, legacy HTTP API, tracking and webhooks.
+
+:func:`make_app` builds one Pyramid WSGI application from a
+:class:`postald.config.Config`.  Each part of the site is a module included
+with ``config.include(...)``; the Postal ``Config`` and the ``Database`` are
+in the registry settings ``postal.config`` and ``postal.database``, and
+Jinja2 (``.jinja2`` templates under ``pyramid_app/templates``) is set up for
+every part that renders pages.
+"""
+
+from __future__ import annotations
+
+from pyramid.config import Configurator
+
+#: The parts of the site, included in this order.
+PARTS = (
+    "pyramid_app.api",
+    "pyramid_app.ui",
+)
+
+
+def settings_for(config, database) -> dict:
+    return {
+        "postal.config": config,
+        "postal.database": database,
+        "jinja2.directories": "pyramid_app:templates",
+    }
+
+
+def make_app(config, database=None):
+    """The WSGI application for ``config`` (a :class:`schema.session.Database` is created if not given)."""
+    if database is None:
+        from schema.session import Database
+
+        database = Database(config)
+    with Configurator(settings=settings_for(config, database)) as configurator:
+        configurator.include("pyramid_jinja2")
+        configurator.add_jinja2_search_path("pyramid_app:templates", name=".jinja2")
+        for part in PARTS:
+            configurator.include(part)
+        return configurator.make_wsgi_app()

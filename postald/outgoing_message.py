@@ -1,0 +1,514 @@
+"""Outgoing messages submitted over HTTP: composed from fields, or raw.
+
+:class:`OutgoingMessagePrototype` is the legacy API's ``send/message`` (and the
+web UI's "send a test message"): it validates the fields in Postal's order,
+builds one MIME message with the standard library's ``email`` package, and
+stores and queues a copy of it for every recipient.  :class:`RawSubmission`
+is ``send/raw``: a complete message and its envelope, stored unchanged.
+
+Both check that the message's From (or, when the server allows it, Sender)
+address belongs to a verified domain of the server, and both return only
+once every message and its queue entry are committed, so the caller may
+acknowledge them; the worker is then woken through :mod:`postald.wakeup`.
+
+Values arrive as decoded JSON and are read with Ruby's rules, because that is
+what Postal's clients were written against: see :func:`truthy`,
+:func:`blank` and :func:`decode_base64`.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import email.utils
+import quopri
+import re
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage, MIMEPart
+from typing import Any, Iterable
+
+from postald import wakeup
+from postald.services import domains as domain_service
+from postald.services import ip_pools as ip_pool_service
+
+#: Most addresses accepted in each of To, Cc and Bcc.
+MAX_RECIPIENTS_PER_FIELD = 50
+
+#: Line endings CRLF, long lines folded, anything not 7-bit safe encoded.
+MIME_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+
+#: Headers the prototype always sets itself; a custom header of these names is dropped.
+_OWN_HEADERS = frozenset({"from", "sender", "subject", "reply-to", "message-id", "mime-version",
+                          "content-type", "content-transfer-encoding"})
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+_COMMENT = re.compile(r"\(.+?\)")
+
+
+# -- Ruby value semantics ------------------------------------------------------------------
+
+def truthy(value: Any) -> bool:
+    """Ruby truthiness: only ``null`` (absent) and ``false`` are false; ``0`` and ``""`` are true."""
+    return value is not None and value is not False
+
+
+def blank(value: Any) -> bool:
+    """Rails' ``blank?``: null, false, empty or whitespace-only strings, empty arrays and objects."""
+    if value is None or value is False:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, (list, dict)):
+        return not value
+    return False
+
+
+def decode_base64(value: Any) -> bytes:
+    """Lenient base64 (Ruby's ``decode64``): characters outside the alphabet are skipped,
+    decoding stops at the first ``=``, missing padding is tolerated.  Never fails."""
+    if value is None:
+        return b""
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+    data = _NOT_BASE64.sub(b"", data.split(b"=", 1)[0])
+    if len(data) % 4 == 1:  # a lone trailing character carries no whole byte
+        data = data[:-1]
+    return base64.b64decode(data + b"=" * (-len(data) % 4))
+
+
+def _valid_unicode(text: str) -> str:
+    """``text`` with lone surrogates (valid in JSON, not in UTF-8) replaced by ``?``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def text_value(value: Any) -> str | None:
+    """A string parameter: strings as given, numbers as text, anything else as absent."""
+    if isinstance(value, str):
+        return _valid_unicode(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def header_text(value: Any) -> str:
+    """A header value as Ruby's ``to_s`` gives it, without line breaks or control characters."""
+    if value is None:
+        text = ""
+    elif value is True or value is False:
+        text = "true" if value else "false"
+    elif isinstance(value, (list, dict)):
+        import json
+
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = str(value)
+    return _CONTROL.sub(" ", _valid_unicode(text))
+
+
+def recipient_list(value: Any) -> list[str]:
+    """``to``/``cc``/``bcc``: an array of strings, or one string split at commas."""
+    if isinstance(value, str):
+        entries = re.split(r",\s*", value)
+    elif isinstance(value, list):
+        entries = [text_value(entry) for entry in value]
+    else:
+        return []
+    return [entry.strip() for entry in entries if entry is not None and entry.strip()]
+
+
+# -- addresses and sender authorisation ----------------------------------------------
+
+def strip_address(value: str | None) -> str:
+    """The bare address of ``Name <local@domain> (comment)``: ``local@domain``."""
+    text = value or ""
+    if "<" in text:
+        text = text[text.rindex("<") + 1:]
+    if ">" in text:
+        text = text[: text.index(">")]
+    return _COMMENT.sub("", text).strip()
+
+
+def authenticated_domain_for_address(session, server, address: str | None):
+    """The verified domain that lets ``server`` send as ``address``, or None.
+
+    The address is split at its *first* ``@``: ``a@x.com, b@y.com`` has the
+    domain ``x.com, b@y.com``, which no domain is named, so only a server's
+    "use for any" domain can authorise it.
+    """
+    bare = strip_address(address)
+    local, _, domain = bare.partition("@")
+    if not local or not domain:
+        return None
+    if "@" in domain:
+        domain = domain.replace("@", "%")  # never a domain name; keeps the use-for-any fallback
+    return domain_service.find_authenticated_domain(session, server, f"{local}@{domain}")
+
+
+def authorised_domain(session, server, from_values: Iterable[str | None], sender_values: Iterable[str | None] = ()):
+    """The domain authorising a message: every From value must be authorised (the first
+    one's domain is used); failing that, every Sender value when the server allows it."""
+    candidates = [list(from_values)]
+    if server.allow_sender:
+        candidates.append(list(sender_values))
+    for values in candidates:
+        found = [authenticated_domain_for_address(session, server, value) for value in values or [None]]
+        if all(found):
+            return found[0]
+    return None
+
+
+# -- errors ------------------------------------------------------------------------------
+
+class SubmissionError(Exception):
+    """A message that cannot be sent as asked; ``code`` and ``message`` are Postal's."""
+
+    def __init__(self, code: str, message: str | None = None):
+        super().__init__(message or code)
+        self.code = code
+        self.message = message
+
+
+NO_RECIPIENTS = ("NoRecipients", "There are no recipients defined to receive this message")
+NO_CONTENT = ("NoContent", "There is no content defined for this e-mail")
+FROM_MISSING = ("FromAddressMissing", "The From address is missing and is required")
+UNAUTHENTICATED_FROM = ("UnauthenticatedFromAddress", "The From address is not authorised to send mail from this server")
+ATTACHMENT_MISSING_NAME = ("AttachmentMissingName", "An attachment is missing a name")
+ATTACHMENT_MISSING_DATA = ("AttachmentMissingData", "An attachment is missing data")
+
+
+def _too_many(kind: str, label: str) -> tuple[str, str]:
+    return (f"TooMany{kind}Addresses",
+            f"The maximum number of {label} addresses has been reached (maximum {MAX_RECIPIENTS_PER_FIELD})")
+
+
+# -- storing ---------------------------------------------------------------------------
+
+@dataclass
+class StoredMessage:
+    address: str
+    id: int
+    token: str
+    message_id: str | None
+
+
+def _store(database, server, rcpt_to: str, mail_from: str | None, raw: bytes, **values) -> StoredMessage:
+    """Save one outgoing message and its queue entry (both committed on return)."""
+    ip_address_id = None
+    if database.config.postal.use_ip_pools:
+        with database.unit_of_work() as session:
+            pool_id = ip_pool_service.pool_for_message(session, server, mail_from, rcpt_to)
+            address = ip_pool_service.choose_address(session, pool_id)
+            ip_address_id = address.id if address is not None else None
+    message = database.message_db(server.id).insert_message(
+        scope="outgoing", rcpt_to=rcpt_to, mail_from=mail_from, raw=raw, received_with_ssl=True,
+        ip_address_id=ip_address_id, **values)
+    return StoredMessage(rcpt_to, message.id, message.token, message.message_id)
+
+
+def messages_map(stored: Iterable[StoredMessage]) -> dict[str, dict]:
+    return {item.address: {"id": item.id, "token": item.token} for item in stored}
+
+
+# -- send/message ---------------------------------------------------------------------
+
+@dataclass
+class Attachment:
+    name: str | None
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class OutgoingMessagePrototype:
+    """A message composed from fields, sent to each of its recipients.
+
+    ``source_type`` becomes the ``from`` word of the Received header (``api``
+    for the API).  ``received`` is the Received header value to use; when not
+    given it is generated from the client address (with a PTR lookup) by
+    :func:`received_header`.
+    """
+
+    database: Any
+    server: Any
+    ip_address: str | None
+    source_type: str
+    attributes: dict
+    credential_id: int | None = None
+    received: str | None = None
+    message_id: str = field(init=False)
+    _raw: bytes | None = field(default=None, init=False, repr=False)
+    _domain: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        attributes = self.attributes if isinstance(self.attributes, dict) else {}
+        config = self.database.config
+        self.message_id = f"{uuid.uuid4()}@{config.dns.return_path_domain}"
+        self.to = recipient_list(attributes.get("to"))
+        self.cc = recipient_list(attributes.get("cc"))
+        self.bcc = recipient_list(attributes.get("bcc"))
+        self.from_ = text_value(attributes.get("from"))
+        self.sender = text_value(attributes.get("sender"))
+        self.subject = text_value(attributes.get("subject"))
+        self.reply_to = text_value(attributes.get("reply_to"))
+        self.plain_body = text_value(attributes.get("plain_body"))
+        self.html_body = text_value(attributes.get("html_body"))
+        self.tag = text_value(attributes.get("tag"))
+        self.bounce = truthy(attributes.get("bounce"))
+        headers = attributes.get("headers")
+        self.custom_headers = headers if isinstance(headers, dict) else {}
+        self.attachments = [
+            Attachment(
+                name=text_value(entry.get("name")),
+                content_type=text_value(entry.get("content_type")) or "application/octet-stream",
+                data=decode_base64(entry.get("data")) if not blank(entry.get("data")) else b"",
+            )
+            for entry in attributes.get("attachments") or [] if isinstance(entry, dict)
+        ] if isinstance(attributes.get("attachments"), list) else []
+
+    # -- validation ----------------------------------------------------------------
+
+    @property
+    def recipients(self) -> list[str]:
+        """Bare recipient addresses, To then Cc then Bcc, each once (case-insensitively)."""
+        seen: set[str] = set()
+        result = []
+        for entry in self.to + self.cc + self.bcc:
+            address = strip_address(entry)
+            if address and address.lower() not in seen:
+                seen.add(address.lower())
+                result.append(address)
+        return result
+
+    def domain(self, session):
+        """The verified domain authorising the From (or Sender) address, or None."""
+        if self._domain is None:
+            self._domain = authorised_domain(session, self.server, [self.from_], [self.sender])
+        return self._domain
+
+    def first_error(self, session) -> tuple[str, str] | None:
+        """Postal's first validation error as ``(code, message)``, or None when valid."""
+        if not (self.to or self.cc or self.bcc):
+            return NO_RECIPIENTS
+        for entries, kind, label in ((self.to, "To", "To"), (self.cc, "CC", "CC"), (self.bcc, "BCC", "BCC")):
+            if len(entries) > MAX_RECIPIENTS_PER_FIELD:
+                return _too_many(kind, label)
+        if blank(self.plain_body) and blank(self.html_body):
+            return NO_CONTENT
+        if blank(self.from_):
+            return FROM_MISSING
+        if self.domain(session) is None:
+            return UNAUTHENTICATED_FROM
+        for attachment in self.attachments:
+            if blank(attachment.name):
+                return ATTACHMENT_MISSING_NAME
+            if not attachment.data.strip():
+                return ATTACHMENT_MISSING_DATA
+        return None
+
+    def validate(self, session) -> None:
+        error = self.first_error(session)
+        if error is not None:
+            raise SubmissionError(*error)
+
+    # -- the message ---------------------------------------------------------------
+
+    def raw_message(self) -> bytes:
+        """The message every recipient receives (built once)."""
+        if self._raw is None:
+            self._raw = self._build().as_bytes(policy=MIME_POLICY)
+        return self._raw
+
+    def _received(self) -> str:
+        if self.received is None:
+            self.received = received_header(self.database.config, self.server, self.source_type, self.ip_address)
+        return self.received
+
+    def _build(self) -> EmailMessage:
+        message = EmailMessage(policy=MIME_POLICY)
+        message["Received"] = self._received()
+        message["Date"] = email.utils.formatdate(localtime=False)
+        message["From"] = header_text(self.from_)
+        for name, value in (("Sender", self.sender), ("Reply-To", self.reply_to)):
+            if not blank(value):
+                message[name] = header_text(value)
+        custom = self._custom_headers()
+        for name, entries in (("To", self.to), ("Cc", self.cc)):
+            if entries:
+                message[name] = header_text(", ".join(entries))
+                custom = [(n, v) for n, v in custom if n.lower() != name.lower()]
+        message["Message-ID"] = f"<{self.message_id}>"
+        if not blank(self.subject):
+            message["Subject"] = header_text(self.subject)
+        message["MIME-Version"] = "1.0"
+        message["Content-Type"] = "multipart/mixed"
+        message.attach(self._body_part())
+        for attachment in self.attachments:
+            message.attach(self._attachment_part(attachment))
+        for name, value in custom:
+            message[name] = value
+        return message
+
+    def _custom_headers(self) -> list[tuple[str, str]]:
+        headers = []
+        for name, value in self.custom_headers.items():
+            name = str(name).strip()
+            if _HEADER_NAME.match(name) and name.lower() not in _OWN_HEADERS:
+                headers.append((name, header_text(value)))
+        return headers
+
+    def _body_part(self) -> MIMEPart:
+        alternative = MIMEPart(policy=MIME_POLICY)
+        alternative["Content-Type"] = "multipart/alternative"
+        for body, subtype in ((self.plain_body, "plain"), (self.html_body, "html")):
+            if not blank(body):
+                alternative.attach(_text_part(body, subtype))
+        return alternative
+
+    @staticmethod
+    def _attachment_part(attachment: Attachment) -> MIMEPart:
+        part = MIMEPart(policy=MIME_POLICY)
+        maintype, _, subtype = attachment.content_type.partition(";")[0].strip().lower().partition("/")
+        if not re.match(r"^[a-z0-9!#$&^_.+-]+$", maintype or "") or not re.match(r"^[a-z0-9!#$&^_.+-]+$", subtype or ""):
+            maintype, subtype = "application", "octet-stream"
+        name = header_text(attachment.name).strip()
+        part.set_content(attachment.data, maintype=maintype, subtype=subtype, cte="base64",
+                         disposition="attachment", filename=name, params={"name": name})
+        return part
+
+    # -- sending ---------------------------------------------------------------------
+
+    def create_message(self, address: str) -> dict:
+        """Store and queue the message for one recipient; ``{"id", "token"}``."""
+        stored = self._create(address)
+        wakeup.notify_queued()
+        return {"id": stored.id, "token": stored.token}
+
+    def _create(self, address: str) -> StoredMessage:
+        if self._domain is None:
+            with self.database.unit_of_work() as session:
+                self.domain(session)
+        return _store(
+            self.database, self.server, address, strip_address(self.from_), self.raw_message(),
+            domain_id=self._domain.id if self._domain is not None else None,
+            credential_id=self.credential_id, bounce=self.bounce, tag=self.tag)
+
+    def create_messages(self) -> dict[str, dict]:
+        """Store and queue one message per recipient; the ``messages`` map of the API."""
+        stored = [self._create(address) for address in self.recipients]
+        if stored:
+            wakeup.notify_queued()
+        return messages_map(stored)
+
+    def send(self) -> dict:
+        """Validate, then create every message: the API's success data.
+
+        Raises :class:`SubmissionError` and stores nothing when invalid.  The
+        validation session is closed before anything is stored (SQLite has a
+        single connection per process).
+        """
+        with self.database.unit_of_work() as session:
+            self.validate(session)
+        return {"message_id": self.message_id, "messages": self.create_messages()}
+
+
+def _text_part(body: str, subtype: str) -> MIMEPart:
+    """A UTF-8 text part holding exactly ``body``: 7bit when it is plain ASCII with
+    short lines, else quoted-printable (no line ending is added)."""
+    part = MIMEPart(policy=MIME_POLICY)
+    part["Content-Type"] = f"text/{subtype}; charset=UTF-8"
+    text = body.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if text.isascii() and max(len(line) for line in lines) <= 998 and "\x00" not in text:
+        part["Content-Transfer-Encoding"] = "7bit"
+        part.set_payload(text)
+    else:
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+        part.set_payload(quopri.encodestring(text.encode("utf-8")).decode("ascii"))
+    return part
+
+
+def received_header(config, server, source_type: str, ip_address: str | None) -> str:
+    """``from {source} ({ptr name or ip} [{ip}]) by {web_hostname} with HTTP; {date}``."""
+    from postald.smtp.received import generate
+
+    return generate(config, _ptr_resolver(config), source_type, ip_address, method="http",
+                    privacy_mode=bool(getattr(server, "privacy_mode", False)))
+
+
+_resolvers: dict[int, Any] = {}
+
+
+def _ptr_resolver(config):
+    """One caching PTR resolver per configuration."""
+    from postald.smtp.received import PTRResolver
+
+    resolver = _resolvers.get(id(config))
+    if resolver is None or resolver[0] is not config:
+        resolver = (config, PTRResolver.from_config(config))
+        _resolvers[id(config)] = resolver
+    return resolver[1]
+
+
+# -- send/raw -------------------------------------------------------------------------
+
+_header_parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+
+def _addresses(values: list[str]) -> list[str]:
+    return [address for _name, address in email.utils.getaddresses(values) if address]
+
+
+@dataclass
+class RawSubmission:
+    """A complete message sent as it is to ``rcpt_to`` with the envelope sender ``mail_from``."""
+
+    database: Any
+    server: Any
+    mail_from: str
+    rcpt_to: list
+    raw: bytes
+    credential_id: int | None = None
+    bounce: bool = False
+
+    def header_values(self) -> tuple[list[str], list[str]]:
+        """The From and Sender addresses of the message's header block."""
+        end = self.raw.find(b"\r\n\r\n")
+        headers = _header_parser.parsebytes(self.raw if end == -1 else self.raw[: end + 2])
+        from_addresses = _addresses([str(v) for v in headers.get_all("From") or []])
+        sender_addresses = _addresses([str(v) for v in headers.get_all("Sender") or []])
+        return from_addresses, sender_addresses[:1]
+
+    def domain(self, session):
+        from_addresses, sender_addresses = self.header_values()
+        return authorised_domain(session, self.server, from_addresses or [None], sender_addresses or [None])
+
+    def recipients(self) -> list[str]:
+        seen: set[str] = set()
+        result = []
+        for entry in self.rcpt_to:
+            address = text_value(entry)
+            if address is not None and address.strip() and address not in seen:
+                seen.add(address)
+                result.append(address)
+        return result
+
+    def send(self) -> dict:
+        """Check the sender, then store and queue one copy per distinct recipient."""
+        with self.database.unit_of_work() as session:
+            domain = self.domain(session)
+        if domain is None:
+            raise SubmissionError("UnauthenticatedFromAddress")
+        stored = [
+            _store(self.database, self.server, address, self.mail_from, self.raw, domain_id=domain.id,
+                   credential_id=self.credential_id, bounce=self.bounce)
+            for address in self.recipients()
+        ]
+        if stored:
+            wakeup.notify_queued()
+        return {"message_id": stored[0].message_id if stored else None, "messages": messages_map(stored)}

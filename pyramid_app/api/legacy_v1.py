@@ -1,0 +1,190 @@
+"""Postal's legacy HTTP API v1: ``send/message``, ``send/raw``, ``messages/message``
+and ``messages/deliveries``.
+
+Each action is a plain function ``(call) -> data`` registered with
+:func:`action`; the wrapper around it times the request, authenticates the
+``X-Server-API-Key``, reads the parameters and turns every outcome into the
+response envelope (:mod:`pyramid_app.api.envelope`).  Authentication commits
+the credential's last-used time in its own unit of work, and nothing holds a
+database connection while messages are stored (SQLite has one per process).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from postald import outgoing_message
+from postald.outgoing_message import OutgoingMessagePrototype, RawSubmission, SubmissionError, blank, truthy
+from postald.services import credentials as credential_service
+from pyramid_app.api import envelope, message_data
+from pyramid_app.api.envelope import ApiError, ParameterError
+from pyramid_app.api.params import read_parameters
+from schema.main import Credential, Server
+
+log = logging.getLogger("pyramid_app.api")
+
+API_KEY_HEADER = "X-Server-API-Key"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH")
+MAX_ID = 2**63 - 1
+
+
+@dataclass
+class Call:
+    """One authenticated API request."""
+
+    request: Any
+    config: Any
+    database: Any
+    server: Server
+    credential: Credential
+    params: dict
+
+    @property
+    def client_ip(self) -> str:
+        return client_ip(self.request)
+
+
+def client_ip(request) -> str:
+    """The client address (``X-Forwarded-For`` believed only from trusted proxies)."""
+    method = getattr(request, "client_ip", None)
+    return method if isinstance(method, str) else (request.remote_addr or "")
+
+
+# -- authentication -------------------------------------------------------------------
+
+def authenticate(database, key: str | None) -> tuple[Server, Credential]:
+    """The server and API credential of ``key``; records the credential's use."""
+    if blank(key):
+        raise ApiError("AccessDenied", "Must be authenticated as a server.")
+    with database.unit_of_work() as session:
+        candidates = session.scalars(select(Credential).where(Credential.type == "API", Credential.key == key)).all()
+        credential = next((c for c in candidates if hmac.compare_digest(c.key.encode(), key.encode())), None)
+        server = session.get(Server, credential.server_id) if credential is not None else None
+        if server is None or server.deleted_at is not None:
+            raise ApiError("InvalidServerAPIKey", "The API token provided in X-Server-API-Key was not valid.", token=key)
+        if server.suspended:
+            raise ApiError("ServerSuspended")
+        credential_service.use(credential)
+        session.flush()
+        session.expunge_all()
+    return server, credential
+
+
+# -- the action wrapper ---------------------------------------------------------------
+
+def action(function: Callable[[Call], Any]):
+    """A view running ``function`` for an authenticated call and wrapping its result."""
+
+    def view(request):
+        started = time.perf_counter()
+        settings = request.registry.settings
+        config, database = settings["postal.config"], settings["postal.database"]
+        try:
+            server, credential = authenticate(database, request.headers.get(API_KEY_HEADER))
+            params = read_parameters(request, config)
+            call = Call(request, config, database, server, credential, params)
+            return envelope.success(function(call), started)
+        except ApiError as exc:
+            return envelope.error(exc, started)
+        except ParameterError as exc:
+            return envelope.parameter_error(exc, started)
+        except Exception:
+            log.exception("api.internal_error", extra={"path": request.path})
+            return envelope.internal_error(started)
+
+    view.__name__ = function.__name__
+    view.__doc__ = function.__doc__
+    return view
+
+
+# -- actions ----------------------------------------------------------------------------
+
+def send_message(call: Call) -> dict:
+    """Compose a message from fields and send it to every To, Cc and Bcc recipient."""
+    prototype = OutgoingMessagePrototype(
+        call.database, call.server, call.client_ip, "api", call.params, credential_id=call.credential.id)
+    try:
+        return prototype.send()
+    except SubmissionError as exc:
+        raise ApiError(exc.code, exc.message) from None
+
+
+def send_raw(call: Call) -> dict:
+    """Send a complete message, unchanged, to the envelope recipients."""
+    params = call.params
+    if not isinstance(params.get("rcpt_to"), list):
+        raise envelope.required("rcpt_to")
+    if blank(params.get("mail_from")):
+        raise envelope.required("mail_from")
+    if blank(params.get("data")):
+        raise envelope.required("data")
+    raw = outgoing_message.decode_base64(params["data"])
+    limit = int(call.config.smtp_server.max_message_size) * 1024 * 1024
+    if len(raw) > limit:
+        raise ParameterError(f"Message too large (maximum size {call.config.smtp_server.max_message_size}MB)")
+    submission = RawSubmission(
+        call.database, call.server, outgoing_message.header_text(params["mail_from"]), params["rcpt_to"], raw,
+        credential_id=call.credential.id, bounce=truthy(params.get("bounce")))
+    try:
+        return submission.send()
+    except SubmissionError as exc:
+        raise ApiError(exc.code) from None
+
+
+def _message(call: Call):
+    """The message named by the ``id`` parameter in the caller's own server."""
+    value = call.params.get("id")
+    if blank(value):
+        raise envelope.required("id")
+    message_id = _integer(value)
+    message = call.database.message_db(call.server.id).message(message_id) if message_id is not None else None
+    if message is None:
+        raise ApiError("MessageNotFound", "No message found matching provided ID", id=value)
+    return message
+
+
+def _integer(value: Any) -> int | None:
+    """An integer id, a string of digits, or an integral float; anything else is no id."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        value = int(value.strip())
+    if isinstance(value, int) and 0 < value <= MAX_ID:
+        return value
+    return None
+
+
+def message_details(call: Call) -> dict:
+    """A message's id and token plus the requested ``_expansions``."""
+    message = _message(call)
+    expansions = message_data.requested_expansions(call.params.get("_expansions"))
+    return message_data.MessageView(message).data(expansions)
+
+
+def message_deliveries(call: Call) -> list[dict]:
+    """Every delivery attempt of a message, oldest first."""
+    message = _message(call)
+    return message_data.deliveries_data(message.db, message.id)
+
+
+ACTIONS = {
+    "send/message": send_message,
+    "send/raw": send_raw,
+    "messages/message": message_details,
+    "messages/deliveries": message_deliveries,
+}
+
+
+def includeme(config) -> None:
+    for path, function in ACTIONS.items():
+        name = "api_v1_" + path.replace("/", "_")
+        config.add_route(name, "/api/v1/" + path + "{format:(?:\\.json)?}", request_method=METHODS)
+        config.add_view(action(function), route_name=name)

@@ -1,0 +1,155 @@
+"""The web server process: the Pyramid app on waitress, plus its health server.
+
+``run(config)`` serves :func:`pyramid_app.make_app` on ``BIND_ADDRESS`` /
+``PORT`` (else ``web_server.default_bind_address`` / ``default_port``) with
+``web_server.max_threads`` threads, and ``/health`` and ``/metrics`` on
+``HEALTH_SERVER_PORT`` (default 9092) when that port is free.  SIGTERM or
+SIGINT stops it gracefully: the listening socket closes at once, requests
+already received are answered (for up to ``STOP_GRACE_SECONDS``), then the
+process returns.
+
+Run it with ``postal web-server`` or ``python -m pyramid_app.server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+
+import waitress
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+
+from postald import health
+
+log = logging.getLogger("pyramid_app.server")
+
+HEALTH_PORT = 9092
+HEALTH_BIND = "127.0.0.1"
+#: How long a stop waits for requests already received.
+STOP_GRACE_SECONDS = 10.0
+#: How often the serving loop looks at the stop flag (seconds).
+POLL_SECONDS = 0.5
+
+
+def listen_address(config) -> tuple[str, int]:
+    env = config.environ
+    host = env.get("BIND_ADDRESS") or config.web_server.default_bind_address
+    port = int(env.get("PORT") or config.web_server.default_port)
+    return host, port
+
+
+class WebServer:
+    """A waitress server that can be stopped gracefully from a signal handler."""
+
+    def __init__(self, app, host: str, port: int, threads: int = 5, **adjustments):
+        self.server = waitress.create_server(app, host=host, port=port, threads=threads, ident="postal",
+                                             clear_untrusted_proxy_headers=False, **adjustments)
+        self._stopping = threading.Event()
+
+    @property
+    def socket_map(self) -> dict:
+        return getattr(self.server, "map", None) or self.server._map
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(listener.effective_host, listener.effective_port) for listener in self._listeners()]
+
+    def _listeners(self) -> list[BaseWSGIServer]:
+        return [d for d in list(self.socket_map.values()) if isinstance(d, BaseWSGIServer)]
+
+    def _channels(self) -> list[HTTPChannel]:
+        return [d for d in list(self.socket_map.values()) if isinstance(d, HTTPChannel)]
+
+    def serve(self) -> None:
+        """Serve until :meth:`stop`, then finish the requests in hand."""
+        try:
+            while not self._stopping.is_set():
+                wasyncore.loop(timeout=POLL_SECONDS, map=self.socket_map, count=1)
+        finally:
+            self._drain()
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return (safe from a signal handler or another thread)."""
+        self._stopping.set()
+
+    def _busy(self) -> bool:
+        return any(channel.requests or channel.request is not None or channel.total_outbufs_len
+                   for channel in self._channels())
+
+    def _drain(self) -> None:
+        for listener in self._listeners():
+            wasyncore.dispatcher.close(listener)  # stop accepting; keep the wake-up trigger
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while self._busy() and time.monotonic() < deadline:
+            wasyncore.loop(timeout=0.05, map=self.socket_map, count=1)
+        for channel in self._channels():
+            channel.close()
+        dispatcher = getattr(self.server, "task_dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.shutdown(timeout=max(0.0, deadline - time.monotonic()))
+        for item in list(self.socket_map.values()):
+            item.close()
+
+
+def start_health_server(config, database):
+    """``/health`` (database reachable) and ``/metrics`` on their own small waitress server, or None."""
+    host, port = health.health_address(config, HEALTH_PORT, HEALTH_BIND)
+    try:
+        server = waitress.create_server(health.health_app("web-server", database.ping), host=host, port=port,
+                                        threads=1, ident="postal-health")
+    except OSError as exc:
+        log.warning("health_server.unavailable", extra={"bind": host, "port": port, "error": str(exc)})
+        return None
+    thread = threading.Thread(target=server.run, name="health-server", daemon=True)
+    thread.start()
+    log.info("health_server.started", extra={"server": "web-server", "bind": host, "port": port})
+    return server
+
+
+def run(config) -> None:
+    """Serve the web application until SIGTERM or SIGINT."""
+    from pyramid_app import make_app
+    from schema.session import Database
+
+    database = Database(config)
+    host, port = listen_address(config)
+    web = WebServer(make_app(config, database), host, port, threads=config.web_server.max_threads)
+    health_server = start_health_server(config, database)
+
+    def on_signal(signum, _frame):
+        log.info("web_server.stopping", extra={"signal": signal.Signals(signum).name})
+        web.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    log.info("web_server.started", extra={"addresses": [f"{h}:{p}" for h, p in web.addresses]})
+    try:
+        web.serve()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if health_server is not None:
+            health_server.close()
+        database.dispose()
+        log.info("web_server.stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from postald import logging_setup
+    from postald.config import load
+
+    parser = argparse.ArgumentParser(prog="python -m pyramid_app.server", description="Run the Postal web server.")
+    parser.add_argument("--config", help="path of postal.yml (default: POSTAL_CONFIG_FILE_PATH or ./config/postal.yml)")
+    args = parser.parse_args(argv)
+    config = load(args.config)
+    logging_setup.configure(config, "web-server")
+    run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
