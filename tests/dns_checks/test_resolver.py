@@ -102,24 +102,24 @@ def test_local_resolvers_answer_when_no_nameservers_are_delegated(config_environ
     assert dns_checks.run_domain_checks(config, domain).ok
 
 
-def test_an_unreachable_resolver_is_a_lookup_error(config_environ, database):
+def test_an_unreachable_resolver_is_a_lookup_error():
     from tests.dns_checks.dns_server import free_udp_and_tcp_port
 
-    config = load(path=None, environ=dict(
-        config_environ, DNS_NAMESERVERS=f"127.0.0.1:{free_udp_and_tcp_port()}", DNS_TIMEOUT="1",
-        POSTAL_USE_LOCAL_NS_FOR_DOMAIN_VERIFICATION="true",
-    ))
+    config = load(path=None, environ={
+        "DNS_NAMESERVERS": f"127.0.0.1:{free_udp_and_tcp_port()}", "DNS_TIMEOUT": "1",
+        "POSTAL_USE_LOCAL_NS_FOR_DOMAIN_VERIFICATION": "true",
+    })
     with pytest.raises(dns_checks.DNSLookupError):
         dns_checks.resolver_for(config, "example.com").txt("example.com")
 
 
-def test_resolv_conf_is_read_when_no_nameservers_are_configured(config_environ, tmp_path, dns_server):
+def test_resolv_conf_is_read_when_no_nameservers_are_configured(tmp_path):
     resolv_conf = tmp_path / "resolv.conf"
     resolv_conf.write_text("nameserver 127.0.0.1\nnameserver ::1\n")
-    config = load(path=None, environ=dict(config_environ, DNS_RESOLV_CONF_PATH=str(resolv_conf)))
+    config = load(path=None, environ={"DNS_RESOLV_CONF_PATH": str(resolv_conf)})
     assert dns_checks.local_nameservers(config) == [("127.0.0.1", 53), ("::1", 53)]
 
-    missing = load(path=None, environ=dict(config_environ, DNS_RESOLV_CONF_PATH=str(tmp_path / "nope")))
+    missing = load(path=None, environ={"DNS_RESOLV_CONF_PATH": str(tmp_path / "nope")})
     with pytest.raises(dns_checks.DNSLookupError, match="No resolver config found at"):
         dns_checks.local_nameservers(missing)
 
