@@ -1,20 +1,21 @@
-"""The send-time rewrite: links, the open-tracking image, opt-outs, MIME structure."""
+"""The send-time rewrite of stored messages: tracking domain settings, link records, once per message.
+
+How parts, HTML and MIME are rewritten is in ``test_rewrite_mime.py``.
+"""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import re
-from email.message import EmailMessage
 
 from sqlalchemy import select
 
-from postald.tracking import rewrite_for_tracking, split_trailing_punctuation
+from postald.tracking import rewrite_for_tracking
 from schema import message_db as mdb
 from schema.main import Server
 from tests.factories import add_domain, make_server
 from tests.tracking.conftest import add_track_domain
+from tests.tracking.messages import html_message, html_part, parse, plain_message, text_part
 
 TRACK_URL_RE = re.compile(r"https://click\.example\.com/([a-z]{6})/([A-Za-z0-9]{16})")
 PIXEL_RE = re.compile(r"<img src='https://click\.example\.com/img/([a-z]{6})/([A-Za-z0-9]{16})' alt=''>")
@@ -31,46 +32,6 @@ def rewrite(tracked, message, raw=None):
 def links_of(tracked, message_id):
     return tracked.message_db.select_rows(
         select(mdb.links).where(mdb.links.c.message_id == message_id).order_by(mdb.links.c.id))
-
-
-def parse(raw: bytes) -> EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)
-
-
-def plain_message(text: str, charset: str = "utf-8", **headers) -> bytes:
-    message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = "App <app@example.com>"
-    message["To"] = "reader@example.org"
-    message["Subject"] = "Plain"
-    for name, value in headers.items():
-        message[name.replace("_", "-")] = value
-    message.set_content(text, charset=charset)
-    return message.as_bytes()
-
-
-def html_message(html: str, text: str | None = None, attachments=(), **headers) -> bytes:
-    message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = "App <app@example.com>"
-    message["To"] = "reader@example.org"
-    message["Subject"] = "Newsletter"
-    for name, value in headers.items():
-        message[name.replace("_", "-")] = value
-    message.set_content(text or "See the HTML version.")
-    message.add_alternative(html, subtype="html")
-    for data, maintype, subtype, filename in attachments:
-        if maintype == "text":
-            message.add_attachment(data.decode(), subtype=subtype, filename=filename)
-        else:
-            message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    return message.as_bytes()
-
-
-def html_part(message: EmailMessage) -> str:
-    return message.get_body(("html",)).get_content().replace("\r\n", "\n")
-
-
-def text_part(message: EmailMessage) -> str:
-    return message.get_body(("plain",)).get_content().replace("\r\n", "\n")
 
 
 # -- Postal's message parser cases ------------------------------------------------
@@ -126,25 +87,6 @@ def test_html_links_are_rewritten_and_the_pixel_goes_before_body_end(tracked):
     assert html_out.rstrip().endswith("</p></body></html>")
     stored = tracked.message_db.message(message.id)
     assert (stored.tracked_links, stored.tracked_images) == (2, 1)
-
-
-def test_pixel_is_appended_when_html_has_no_body_end(tracked):
-    message = tracked.store(html_message("<p>Just a fragment</p>"))
-    html_out = html_part(parse(rewrite(tracked, message)))
-    assert html_out.rstrip("\n").endswith(f"/img/{tracked.token}/{message.token}' alt=''></p>")
-
-
-def test_notrack_links_stay_untracked_with_the_marker_removed(tracked):
-    html = ('<html><body><a href="https+notrack://account.example.net/unsubscribe">Unsubscribe</a>'
-            '<a href="http+notrack://plain.example.net/">Plain</a></body></html>')
-    text = "Unsubscribe: https+notrack://account.example.net/unsubscribe\n"
-    message = tracked.store(html_message(html, text=text))
-    result = parse(rewrite(tracked, message))
-    assert 'href="https://account.example.net/unsubscribe"' in html_part(result)
-    assert 'href="http://plain.example.net/"' in html_part(result)
-    assert text_part(result) == "Unsubscribe: https://account.example.net/unsubscribe\n"
-    assert "notrack" not in html_part(result)
-    assert links_of(tracked, message.id) == []
 
 
 def test_notrack_marker_is_removed_when_click_tracking_is_off(tracked):
@@ -217,108 +159,6 @@ def test_second_rewrite_leaves_the_message_alone(tracked):
     again = tracked.message_db.message(message.id)
     assert rewrite(tracked, again, again.raw_message()) == first
     assert len(links_of(tracked, message.id)) == 1
-
-
-# -- plain text rules -----------------------------------------------------------------
-
-
-def test_plain_text_urls_keep_their_sentence_punctuation_outside_the_link(tracked):
-    text = ("Read https://example.net/post. Or (https://example.net/wiki/Foo_(bar)) or\n"
-            "https://example.net/dir/\n<https://example.net/angle> stays\n")
-    message = tracked.store(plain_message(text))
-    out = text_part(parse(rewrite(tracked, message)))
-    tokens = [row["token"] for row in links_of(tracked, message.id)]
-    urls = [row["url"] for row in links_of(tracked, message.id)]
-    assert urls == ["https://example.net/post", "https://example.net/wiki/Foo_(bar)", "https://example.net/dir/"]
-    base = f"https://click.example.com/{tracked.token}"
-    assert out == (f"Read {base}/{tokens[0]}. Or ({base}/{tokens[1]}) or\n"
-                   f"{base}/{tokens[2]}\n<https://example.net/angle> stays\n")
-
-
-def test_split_trailing_punctuation():
-    assert split_trailing_punctuation("http://a.example/x).") == ("http://a.example/x", ").")
-    assert split_trailing_punctuation("http://a.example/(x)") == ("http://a.example/(x)", "")
-    assert split_trailing_punctuation("http://a.example/q?a=") == ("http://a.example/q?a=", "")
-
-
-# -- MIME structure and encodings ---------------------------------------------------
-
-
-def test_attachments_and_headers_survive_unchanged(tracked):
-    pdf = bytes(range(256)) * 40
-    notes = b"Attached notes mention https://example.net/in-attachment\n"
-    raw = html_message('<html><body><a href="https://example.net/a">a</a></body></html>',
-                       attachments=[(pdf, "application", "pdf", "report.pdf"), (notes, "text", "plain", "notes.txt")],
-                       X_Custom="kept")
-    message = tracked.store(raw)
-    result = rewrite(tracked, message)
-    before, after = parse(raw), parse(result)
-    assert after.get_content_type() == "multipart/mixed"
-    assert [p.get_content_type() for p in after.walk()] == [p.get_content_type() for p in before.walk()]
-    attachments = {a.get_filename(): a.get_content() for a in after.iter_attachments()}
-    assert attachments["report.pdf"] == pdf
-    assert attachments == {a.get_filename(): a.get_content() for a in before.iter_attachments()}
-    assert b"in-attachment" in result
-    assert mdb.split_raw(result)[0] == mdb.split_raw(raw)[0]
-    assert [row["url"] for row in links_of(tracked, message.id)] == ["https://example.net/a"]
-    assert not after.defects and all(not part.defects for part in after.walk())
-
-
-def test_non_ascii_bodies_are_kept_and_reencoded_as_utf8(tracked):
-    html = "<html><body><p>Grüße, café – ☃ <a href='https://example.net/ü-free'>x</a> <a href=\"https://example.net/ok\">ok</a></p></body></html>"
-    text = "Grüße aus Köln: https://example.net/angebot\n"
-    raw = html_message(html, text=text).replace(b"charset=\"utf-8\"", b"charset=\"utf-8\"")
-    message = tracked.store(raw)
-    out = parse(rewrite(tracked, message))
-    html_out = html_part(out)
-    assert "Grüße, café – ☃" in html_out
-    assert "href='https://example.net/ü-free'" in html_out  # not a URL Postal tracks: left alone
-    assert text_part(out).startswith("Grüße aus Köln: https://click.example.com/")
-    for part in (out.get_body(("html",)), out.get_body(("plain",))):
-        assert part.get_content_charset() == "utf-8"
-        assert part["Content-Transfer-Encoding"] in ("quoted-printable", "base64")
-
-
-def test_latin1_single_part_message_is_converted_to_utf8(tracked):
-    raw = (b"From: app@example.com\r\nTo: reader@example.org\r\nSubject: Caf\xe9\r\nMIME-Version: 1.0\r\n"
-           b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-           b"Caf\xe9 cr\xe8me: http://example.net/menu\r\n")
-    message = tracked.store(raw)
-    result = rewrite(tracked, message)
-    out = parse(result)
-    assert out.get_content_charset() == "utf-8"
-    assert out.get_content().startswith("Café crème: https://click.example.com/")
-    assert b"\r\n" in result and b"\n" not in result.replace(b"\r\n", b"")
-
-
-def test_malformed_html_is_tolerated(tracked):
-    html = ('<html><body><div><p>Unclosed <b>bold <a href=https://example.net/unquoted>one</a>'
-            '<a href="https://example.net/two">two <i>x</a> 5 < 6 & 7 > 3 '
-            '<img src="x.png"/><a href="https://example.net/three"/><a href="https://example.net/four')
-    message = tracked.store(html_message(html))
-    html_out = html_part(parse(rewrite(tracked, message)))
-    urls = [row["url"] for row in links_of(tracked, message.id)]
-    assert urls == ["https://example.net/unquoted", "https://example.net/two", "https://example.net/three"]
-    assert "5 < 6 & 7 > 3" in html_out
-    assert html_out.count(f"https://click.example.com/{tracked.token}/") == 3
-    assert '<a href="https://example.net/four' in html_out
-    assert "ampimg" in html_out
-
-
-def test_every_body_end_gets_a_pixel_and_uppercase_tags_are_understood(tracked):
-    html = '<HTML><BODY><A HREF="https://example.net/x">x</A></BODY></HTML>'
-    message = tracked.store(html_message(html))
-    html_out = html_part(parse(rewrite(tracked, message)))
-    assert re.search(r"alt=''></p></BODY>", html_out)
-    assert TRACK_URL_RE.search(html_out)
-
-
-def test_unparseable_message_is_left_unchanged(tracked):
-    raw = (b"From: app@example.com\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=x-no-such-charset\r\n\r\n"
-           b"https://example.net/x\r\n")
-    message = tracked.store(raw)
-    assert rewrite(tracked, message) == raw
-    assert links_of(tracked, message.id) == []
 
 
 def test_each_server_tracks_only_its_own_messages(database):
