@@ -14,6 +14,7 @@ from pyramid.config import Configurator
 
 #: The parts of the site, included in this order.
 PARTS = (
+    "pyramid_app.tracking",
     "pyramid_app.api",
     "pyramid_app.ui",
 )
