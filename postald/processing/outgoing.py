@@ -88,18 +88,14 @@ def check_suppression_list(job: Job):
 def apply_tracking(job: Job):
     """Click and open tracking rewrite, done once per message.
 
-    The rewrite itself lives in ``postald.tracking`` (``rewrite_message(job)``)
-    when that module is installed; ``X-AMP: skip`` opts a message out.
+    The rewrite itself lives in ``postald.tracking``; ``X-AMP: skip`` opts a message out.
     """
     if job.message.parsed or (job.message.header("x-amp") or "").strip().lower() == "skip":
         return None
-    try:
-        from postald import tracking
-    except ImportError:
-        return None
-    rewrite = getattr(tracking, "rewrite_message", None)
-    if rewrite is not None:
-        rewrite(job)
+    from postald import tracking
+
+    tracking.rewrite_for_tracking(job.config, job.session, job.server, job.message_db, job.message,
+                                  job.message.raw_message() or b"")
     return None
 
 
