@@ -19,8 +19,6 @@ import logging
 import sys
 from typing import Any, Callable, TextIO
 
-from postald import __version__
-
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
@@ -134,8 +132,8 @@ def _database_error_text(exc: BaseException) -> str:
     return _one_line(f"cannot use the database: {original}")
 
 
-def _fail(ctx_or_stderr, prog: str, message: str) -> int:
-    stderr = ctx_or_stderr.stderr if isinstance(ctx_or_stderr, Context) else ctx_or_stderr
+def _fail(stderr: TextIO, prog: str, message: str) -> int:
+    """Report a failed command: one line on stderr, exit status 1."""
     stderr.write(f"{prog}: error: {_one_line(message)}\n")
     stderr.flush()
     return EXIT_ERROR
@@ -171,11 +169,11 @@ def run(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = N
     try:
         result = handler(ctx, args)
     except (CommandError, ConfigError, PostalError) as exc:
-        return _fail(ctx, prog, str(exc))
+        return _fail(stderr, prog, str(exc))
     except DatabaseUnavailable as exc:
-        return _fail(ctx, prog, f"cannot reach the database: {exc}")
+        return _fail(stderr, prog, f"cannot reach the database: {exc}")
     except DBAPIError as exc:
-        return _fail(ctx, prog, _database_error_text(exc))
+        return _fail(stderr, prog, _database_error_text(exc))
     except KeyboardInterrupt:
         stderr.write("\n")
         return 130
@@ -194,6 +192,3 @@ def add_command(subparsers, common, name: str, handler, help: str, **kwargs) -> 
     sub.set_defaults(handler=handler, prog=sub.prog)
     return sub
 
-
-def version_text() -> str:
-    return __version__

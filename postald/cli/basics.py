@@ -127,6 +127,9 @@ def default_dkim_record(ctx: Context, args: argparse.Namespace) -> None:
     path = ctx.config.postal.signing_key_path
     if not os.path.exists(path):
         raise CommandError(f"no signing key at {path}; run 'postal initialize' first")
-    with open(path, "rb") as handle:
-        key = SigningKey(handle.read())
+    try:
+        with open(path, "rb") as handle:
+            key = SigningKey(handle.read())
+    except (OSError, ValueError, TypeError) as exc:
+        raise CommandError(f"cannot read the signing key {path}: {exc}") from None
     ctx.print(key.dkim_record())

@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Any
 
 from postald.services import domains as domain_service
+from postald.services import endpoints as endpoint_service
 from postald.services import routes as route_service
 from postald.services import track_domains as track_domain_service
 from postald.services import webhooks as webhook_service
@@ -129,8 +130,6 @@ def endpoint_reference(endpoint) -> str | None:
 
 
 def route(session, config, r: m.Route) -> dict[str, Any]:
-    from postald.services import endpoints as endpoint_service
-
     endpoint = endpoint_service.load(session, r.endpoint_type, r.endpoint_id)
     domain_row = session.get(m.Domain, r.domain_id) if r.domain_id else None
     return {

@@ -311,7 +311,6 @@ def _per_server(model, render):
             query = select(model).where(model.server_id == server.id)
         return [render(ctx, session, row) for row in session.scalars(query.order_by(model.id))]
 
-    lister.per_server = True
     return lister
 
 

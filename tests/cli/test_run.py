@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
@@ -20,7 +21,9 @@ import pytest
 
 from postald.health import start_health_server
 from postald.supervisor import PER_PROCESS_ENV, Backoff, ChildService, InProcessService, Supervisor
+from postald.cli.app import run as run_cli
 from tests.cli.conftest import POSTAL
+from tests.conftest import make_test_environ
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -63,9 +66,20 @@ def _gelf_messages(sock: socket.socket) -> list[dict]:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_postal_run_starts_and_stops_cleanly(postal, config_environ, signum):
+def test_postal_run_starts_and_stops_cleanly_on_sigterm(postal, config_environ):
     assert postal("initialize").code == 0
+    _exercise_postal_run(config_environ, signal.SIGTERM)
+
+
+@pytest.mark.timeout(90)
+def test_postal_run_stops_cleanly_on_ctrl_c(tmp_path):
+    environ, _ = make_test_environ(tmp_path, "sqlite")
+    assert run_cli(["initialize"], stdout=io.StringIO(), environ=environ) == 0
+    _exercise_postal_run(environ, signal.SIGINT)
+
+
+def _exercise_postal_run(config_environ: dict, signum: int) -> None:
+    """Start ``postal run`` on free ports, check what it logs (also over GELF), stop it with ``signum``."""
     gelf = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     gelf.bind(("127.0.0.1", 0))
     smtp_port = free_port()
