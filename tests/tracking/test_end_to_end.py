@@ -114,14 +114,21 @@ def web_server(world):
         process.stderr.close()
 
 
-def deliver(config, database, sink) -> bytes:
+def skipped_message() -> bytes:
+    return (b"From: news@example.com\r\nTo: other@example.org\r\nSubject: Not tracked\r\nX-AMP: skip\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+            b"<html><body><a href=\"https://example.net/untracked\">x</a></body></html>\r\n")
+
+
+def deliver(config, database, sink, count: int) -> dict[str, bytes]:
+    """Run a worker until the sink has ``count`` messages; returns them by recipient."""
     worker = WorkerRole(config, database, health=False, tasks=False)
     worker.start()
     try:
-        [delivered] = sink.wait_for(1, timeout=WAIT_SECONDS)
+        delivered = sink.wait_for(count, timeout=WAIT_SECONDS)
     finally:
         worker.stop()
-    return delivered.data
+    return {received.rcpt_tos[0]: received.data for received in delivered}
 
 
 def dkim_dns(database, domain_id):
@@ -151,8 +158,13 @@ def test_tracked_message_is_delivered_and_its_link_and_pixel_are_tracked(world, 
     message_db = database.message_db(server_id)
     message = message_db.insert_message(scope="outgoing", rcpt_to="reader@example.org", mail_from="news@example.com",
                                         raw=newsletter(), domain_id=domain_id)
+    skipped = message_db.insert_message(scope="outgoing", rcpt_to="other@example.org", mail_from="news@example.com",
+                                        raw=skipped_message(), domain_id=domain_id)
 
-    delivered = deliver(config, database, sink)
+    by_recipient = deliver(config, database, sink, 2)
+    delivered = by_recipient["reader@example.org"]
+    assert by_recipient["other@example.org"].endswith(skipped_message())
+    assert message_db.message(skipped.id).tracked_links == 0
 
     assert dkim.verify(delivered, dnsfunc=dkim_dns(database, domain_id))
     parsed = email.message_from_bytes(delivered, policy=email.policy.default)
