@@ -1,0 +1,118 @@
+"""The worker's loops, the tasks role election and the scheduled tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+from sqlalchemy import select, update
+
+from postald import metrics, scheduled_tasks, wakeup
+from postald.config import load
+from postald.worker import WorkerRole
+from schema.main import QueuedMessage, ScheduledTask, WorkerRole as WorkerRoleRow, utcnow
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def wait_until(predicate, timeout=10.0, interval=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def job_executions() -> float:
+    return sum(metrics.worker_job_executions.labels(thread=f"work-{n}", job="ProcessQueuedMessagesJob")._value.get()
+               for n in (1, 2))
+
+
+def test_a_message_queued_in_the_process_is_sent_at_once(worker_environ, database, sending, sink):
+    config = load(path=None, environ={**worker_environ, "WORKER_POLL_INTERVAL": "30"})
+    worker = WorkerRole(config, database, health=False, tasks=False)
+    worker.start()
+    try:
+        time.sleep(0.3)  # the loops have looked at the empty queue and gone to sleep
+        executions = job_executions()
+        started = time.monotonic()
+        sending.queue()
+        wakeup.notify_queued()
+        sink.wait_for(1, timeout=5)
+        assert time.monotonic() - started < 2.0  # far below the 30 s poll interval
+        assert wait_until(lambda: sending.queued() == [])
+        assert wait_until(lambda: job_executions() == executions + 1)
+    finally:
+        worker.stop(timeout=10)
+    assert worker._threads == []
+
+
+def test_messages_queued_elsewhere_are_found_by_polling(config, database, sending, sink):
+    worker = WorkerRole(config, database, health=False, tasks=False)
+    worker.start()
+    try:
+        sending.queue()  # no wake-up: another process queued it
+        sink.wait_for(1, timeout=5)
+    finally:
+        worker.stop(timeout=10)
+
+
+def test_only_one_worker_holds_the_tasks_role(database):
+    assert scheduled_tasks.acquire_role(database, "tasks", "one") == "created"
+    assert scheduled_tasks.acquire_role(database, "tasks", "one") == "renewed"
+    assert scheduled_tasks.acquire_role(database, "tasks", "two") is False
+    with database.unit_of_work() as session:
+        session.execute(update(WorkerRoleRow).values(acquired_at=utcnow() - dt.timedelta(minutes=10)))
+    assert scheduled_tasks.acquire_role(database, "tasks", "two") == "stolen"
+    assert scheduled_tasks.release_role(database, "tasks", "one") is False
+    assert scheduled_tasks.release_role(database, "tasks", "two") is True
+    assert scheduled_tasks.acquire_role(database, "tasks", "one") == "created"
+
+
+def test_stopping_a_worker_releases_the_tasks_role(config, database):
+    worker = WorkerRole(config, database, health=False, tasks=True)
+    worker.start()
+    assert wait_until(lambda: worker._holds_tasks_role)
+    worker.stop(timeout=10)
+    with database.unit_of_work() as session:
+        assert session.scalars(select(WorkerRoleRow)).all() == []
+
+
+def test_scheduled_tasks_run_when_due_and_are_rescheduled(config, database, sending, worker, sink):
+    now = utcnow()
+    assert scheduled_tasks.run_due_tasks(config, database, now=now) == []  # first sight: rows created
+    with database.unit_of_work() as session:
+        rows = {r.name: r.next_run_after for r in session.scalars(select(ScheduledTask))}
+    assert set(rows) == {t.name for t in scheduled_tasks.TASKS}
+    assert rows["SendNotificationsScheduledTask"] == now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    assert rows["ProcessMessageRetentionScheduledTask"].hour == 3
+    assert rows["TidyQueuedMessagesTask"].minute == 45 and rows["ActionDeletionsScheduledTask"].minute == 15
+
+    # Work for the tasks: a lock abandoned two days ago, an expired hold, an expired suppression.
+    sending.queue(rcpt_to="stuck@example.org")
+    with database.unit_of_work() as session:
+        session.execute(update(QueuedMessage).values(locked_by="gone", locked_at=now - dt.timedelta(days=2)))
+    sending.message_db.suppression_add("recipient", "old@example.org", reason="testing", days=-1)
+    sending.update_server(mode="Development")
+    held = sending.message_db.insert_message(scope="outgoing", rcpt_to="held@example.org", mail_from="s@example.com",
+                                             raw=b"Subject: held\r\n\r\nheld\r\n", domain_id=sending.domain_id)
+    with database.unit_of_work() as session:
+        session.execute(update(QueuedMessage).where(QueuedMessage.message_id == held.id)
+                        .values(locked_by=None, locked_at=None))
+    from tests.worker.conftest import drain
+
+    drain(worker)
+    sending.message_db.update_message(held.id, hold_expiry=time.time() - 1)
+    with database.unit_of_work() as session:
+        session.execute(update(ScheduledTask).values(next_run_after=now - dt.timedelta(minutes=1)))
+
+    ran = scheduled_tasks.run_due_tasks(config, database)
+    assert set(ran) == {t.name for t in scheduled_tasks.TASKS}
+    [stuck] = sending.queued()
+    assert stuck.locked_by is None  # released, not deleted
+    assert sending.message(held.id).status == "HoldCancelled"
+    assert sending.message_db.suppression_get("recipient", "old@example.org") is None
+    with database.unit_of_work() as session:
+        assert all(r.next_run_after > utcnow() for r in session.scalars(select(ScheduledTask)))
