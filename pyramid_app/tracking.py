@@ -22,11 +22,12 @@ The Postal ``Config`` and ``Database`` are read from the registry settings
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from pyramid.response import Response
 from pyramid.tweens import INGRESS
 
-from postald import tracking
+from postald import tracking, webhooks
 from postald.services import servers as server_service
 from pyramid_app.auth import client_ip
 
@@ -51,6 +52,14 @@ def tracking_tween_factory(handler, registry):
     return tween
 
 
+@dataclass(frozen=True)
+class Visitor:
+    """Who made a tracking request."""
+
+    ip_address: str | None
+    user_agent: str | None
+
+
 def handle_tracking_request(request, database) -> Response:
     target = tracking.parse_tracking_path(request.path_info or "/")
     if target is None:
@@ -65,14 +74,6 @@ def handle_tracking_request(request, database) -> Response:
     if target.kind == "image":
         return open_pixel(request, database, server_id, message_db, target.token, visitor)
     return follow_link(database, server_id, message_db, target.token, visitor)
-
-
-class Visitor:
-    """Who made a tracking request."""
-
-    def __init__(self, ip_address: str | None, user_agent: str | None):
-        self.ip_address = ip_address
-        self.user_agent = user_agent
 
 
 def open_pixel(request, database, server_id: int, message_db, message_token: str, visitor: Visitor) -> Response:
@@ -108,32 +109,35 @@ def follow_link(database, server_id: int, message_db, link_token: str, visitor: 
         return _text(404, "Link not found")
     url = link["url"]
     if link["message_id"]:
-        tracking.record_click(message_db, link, visitor.ip_address, visitor.user_agent)
-        message = message_db.message(int(link["message_id"]))
-        if message is not None:
-            _trigger(database, server_id, "MessageLinkClicked", {
-                "message": _message_object(message),
-                "url": url,
-                "token": link["token"],
-                "ip_address": visitor.ip_address,
-                "user_agent": visitor.user_agent,
-            })
+        try:
+            record_click(database, server_id, message_db, link, visitor)
+        except Exception:  # the reader still gets to the page
+            log.exception("tracking.click_not_recorded", extra={"server_id": server_id})
     response = _text(307, f"Redirected to: {url}")
     response.headers["Location"] = url
     response.headers[NO_STORE[0]] = NO_STORE[1]
     return response
 
 
-def _trigger(database, server_id: int, event: str, payload: dict) -> None:
-    from postald import webhooks
+def record_click(database, server_id: int, message_db, link: dict, visitor: Visitor) -> None:
+    tracking.record_click(message_db, link, visitor.ip_address, visitor.user_agent)
+    message = message_db.message(int(link["message_id"]))
+    if message is not None:
+        _trigger(database, server_id, "MessageLinkClicked", {
+            "message": _message_object(message),
+            "url": link["url"],
+            "token": link["token"],
+            "ip_address": visitor.ip_address,
+            "user_agent": visitor.user_agent,
+        })
 
+
+def _trigger(database, server_id: int, event: str, payload: dict) -> None:
     with database.unit_of_work() as session:
         webhooks.trigger(session, server_id, event, payload)
 
 
 def _message_object(message) -> dict:
-    from postald import webhooks
-
     return webhooks.message_payload(message)
 
 
