@@ -7,7 +7,7 @@ import struct
 import zlib
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from postald import tracking
 from postald.services import servers, webhooks as webhook_service
@@ -186,3 +186,14 @@ def test_click_without_webhooks_still_redirects(tracked, tracking_app):
     response = tracking_app.get(f"/{tracked.token}/{link['token']}/trailing/ignored", headers=TRACK_HEADERS)
     assert response.status_int == 307
     assert webhook_requests(tracked) == []
+
+
+def test_reader_gets_the_image_and_the_page_even_when_recording_fails(tracked, tracking_app):
+    message, link = sent_message(tracked)
+    with tracked.message_db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE loads"))
+        conn.execute(text("DROP TABLE clicks"))
+    image = tracking_app.get(f"/img/{tracked.token}/{message.token}", headers=TRACK_HEADERS)
+    assert image.content_type == "image/png"
+    click = tracking_app.get(f"/{tracked.token}/{link['token']}", headers=TRACK_HEADERS, status=307)
+    assert click.headers["Location"] == "https://shop.example.net/sale?a=1&b=2"
