@@ -24,7 +24,7 @@ class InspectionResult:
 
     @property
     def spam_score(self) -> float:
-        return round(sum(check.score for check in self.spam_checks), 2)
+        return round(float(sum(check.score for check in self.spam_checks)), 2)
 
     def add(self, code: str, score: float, description: str | None = None) -> None:
         self.spam_checks.append(SpamCheck(code, float(score), description))

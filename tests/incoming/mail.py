@@ -10,6 +10,11 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 
+def crlf(raw: bytes) -> bytes:
+    """Line endings as they arrive over SMTP."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
 def simple(mail_from: str, to: str, subject: str = "Hello", body: str = "Hello there.\n", **headers) -> bytes:
     mail = MIMEText(body, "plain", "utf-8")
     mail["From"] = mail_from
@@ -19,7 +24,7 @@ def simple(mail_from: str, to: str, subject: str = "Hello", body: str = "Hello t
     mail["Message-ID"] = email.utils.make_msgid(domain="example.net")
     for name, value in headers.items():
         mail[name.replace("_", "-")] = value
-    return mail.as_bytes()
+    return crlf(mail.as_bytes())
 
 
 def with_attachment(mail_from: str, to: str, subject: str, body: str, filename: str, data: bytes,
@@ -41,7 +46,7 @@ def with_attachment(mail_from: str, to: str, subject: str, body: str, filename: 
     part = MIMEApplication(data, "octet-stream")
     part.add_header("Content-Disposition", "attachment", filename=filename)
     mail.attach(part)
-    return mail.as_bytes()
+    return crlf(mail.as_bytes())
 
 
 def dsn(reporting_mta: str, to: str, original_headers: bytes, failed_recipient: str,
@@ -75,4 +80,4 @@ def dsn(reporting_mta: str, to: str, original_headers: bytes, failed_recipient: 
     headers_part = MIMEBase("text", "rfc822-headers")
     headers_part.set_payload(original_headers.decode("utf-8", "replace"))
     mail.attach(headers_part)
-    return mail.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return crlf(mail.as_bytes())

@@ -13,9 +13,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from postald import __version__
+from postald.config import load
 from postald.senders.http import HTTPSender
 from postald.signing import signing_key
-from tests.factories import make_server
+from schema.message_db import Message, split_raw
+from tests.conftest import make_test_environ
 from tests.incoming import mail
 from tests.incoming.endpoint import Answer, HTTPEndpoint
 from tests.support.certs import make_certificate
@@ -31,13 +33,24 @@ def http_endpoint(url, **kw):
     return SimpleNamespace(**values)
 
 
-@pytest.fixture
-def stored(database):
-    server_id = make_server(database)
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    """The sender needs only the signing key; storing messages is covered by the payload tests."""
+    environ, _prefix = make_test_environ(tmp_path_factory.mktemp("http-sender"), "sqlite")
+    return load(environ=environ)
+
+
+@pytest.fixture(scope="module")
+def stored():
+    """A message as read back from a message database."""
     raw = mail.with_attachment("Alice <alice@example.net>", "support@example.com", "Invoice", "Please see attached.",
                                "invoice.txt", b"amount: 12 EUR\n")
-    return database.message_db(server_id).insert_message(
-        scope="incoming", rcpt_to="support@example.com", mail_from="alice@example.net", raw=raw, queue=False)
+    headers, body = split_raw(raw)
+    row = {"id": 7, "token": "AbCdEfGh12345678", "scope": "incoming", "rcpt_to": "support@example.com",
+           "mail_from": "alice@example.net", "subject": "Invoice", "message_id": "m1@example.net",
+           "timestamp": 1709546400.5, "size": str(len(raw)), "inspected": 0, "spam": 0, "bounce": 0,
+           "received_with_ssl": None}
+    return Message(db=None, row=row, _headers_raw=headers, _body_raw=body)
 
 
 def send(config, endpoint, message):
@@ -87,22 +100,28 @@ def test_form_data_and_basic_auth_from_the_url(config, stored):
                           padding.PKCS1v15(), hashes.SHA256())
 
 
-@pytest.mark.parametrize("status,kind,retry,suppress", [
+STATUS_RESULTS = [
     (500, "HardFail", False, False),
     (400, "HardFail", False, False),
     (302, "HardFail", False, False),
     (429, "HardFail", False, True),
     (503, "SoftFail", True, False),
     (502, "SoftFail", True, False),
-])
-def test_status_codes_map_to_results(config, stored, status, kind, retry, suppress):
+]
+
+
+def test_status_codes_map_to_results(config, stored):
     body = b"  " + b"e" * 700 + b"  "
-    with HTTPEndpoint(Answer(status=status, body=body, headers={"Location": "http://127.0.0.1:1/"})) as ep:
-        result = send(config, http_endpoint(ep.url), stored)
-        assert len(ep.requests) == 1  # redirects are not followed
-    assert (result.type, result.retry, result.suppress_bounce, result.connect_error) == (kind, retry, suppress, False)
-    assert result.details == f"Received a {status} from {ep.url}"
-    assert result.output == "e" * 500
+    answer = Answer(body=body, headers={"Location": "http://127.0.0.1:1/"})
+    with HTTPEndpoint(answer) as ep:
+        for status, kind, retry, suppress in STATUS_RESULTS:
+            answer.status = status
+            result = send(config, http_endpoint(ep.url), stored)
+            assert (result.type, result.retry, result.suppress_bounce, result.connect_error) == (
+                kind, retry, suppress, False), status
+            assert result.details == f"Received a {status} from {ep.url}"
+            assert result.output == "e" * 500
+        assert len(ep.requests) == len(STATUS_RESULTS)  # redirects are not followed
 
 
 def test_slow_endpoint_times_out_and_is_retried(config, stored):

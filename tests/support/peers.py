@@ -7,6 +7,7 @@ real sockets.  Both can be told to answer slowly, to test timeouts.
 
 from __future__ import annotations
 
+import email
 import json
 import socket
 import socketserver
@@ -93,9 +94,21 @@ class ClamdPeer:
             if len(data) > self.max_stream:
                 return b"INSTREAM size limit exceeded. ERROR"
         self.scanned.append(bytes(data))
-        if EICAR in data:
+        if any(EICAR in blob for blob in _with_decoded_parts(bytes(data))):
             return b"stream: Eicar-Test-Signature FOUND"
         return b"stream: OK"
+
+
+def _with_decoded_parts(data: bytes) -> list[bytes]:
+    """The stream and, when it is a mail message, each MIME part decoded (as clamd scans mail)."""
+    blobs = [data]
+    try:
+        for part in email.message_from_bytes(data).walk():
+            if not part.is_multipart():
+                blobs.append(part.get_payload(decode=True) or b"")
+    except Exception:
+        pass
+    return blobs
 
 
 class RspamdPeer:
