@@ -44,7 +44,8 @@ _OWN_HEADERS = frozenset({"from", "sender", "subject", "reply-to", "message-id",
                           "content-type", "content-transfer-encoding"})
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_BASE64 = bytes(byte for byte in range(256) if byte not in _BASE64_ALPHABET)
 _COMMENT = re.compile(r"\(.+?\)")
 
 
@@ -72,7 +73,7 @@ def decode_base64(value: Any) -> bytes:
     if value is None:
         return b""
     data = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
-    data = _NOT_BASE64.sub(b"", data.split(b"=", 1)[0])
+    data = data.split(b"=", 1)[0].translate(None, _NOT_BASE64)
     if len(data) % 4 == 1:  # a lone trailing character carries no whole byte
         data = data[:-1]
     return base64.b64decode(data + b"=" * (-len(data) % 4))
@@ -266,7 +267,7 @@ class OutgoingMessagePrototype:
             Attachment(
                 name=text_value(entry.get("name")),
                 content_type=text_value(entry.get("content_type")) or "application/octet-stream",
-                data=decode_base64(entry.get("data")) if not blank(entry.get("data")) else b"",
+                data=decode_base64(entry["data"]) if isinstance(entry.get("data"), str) else b"",
             )
             for entry in attributes.get("attachments") or [] if isinstance(entry, dict)
         ] if isinstance(attributes.get("attachments"), list) else []

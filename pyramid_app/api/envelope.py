@@ -14,7 +14,7 @@ from typing import Any
 
 from pyramid.response import Response
 
-CONTENT_TYPE = "application/json"
+CONTENT_TYPE = "application/json; charset=utf-8"
 _ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
 
@@ -58,7 +58,7 @@ def encode(payload: Any) -> bytes:
 
 def response(status: str, data: Any, started: float, http_status: int = 200) -> Response:
     body = encode({"status": status, "time": round(time.perf_counter() - started, 3), "flags": {}, "data": data})
-    return Response(body=body, status=http_status, content_type=CONTENT_TYPE, charset="utf-8")
+    return Response(body=body, status=http_status, content_type=CONTENT_TYPE)
 
 
 def success(data: Any, started: float) -> Response:

@@ -307,20 +307,28 @@ def b64(data: str | bytes) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
-def outgoing_message(world: World, body: str = "Hello world!", attachment: tuple[str, bytes] | None = None):
-    """Postal's MessageFactory.outgoing: john@example.com from test@example.com, not queued."""
-    from email.message import EmailMessage
-
-    import email.policy
-
-    mail = EmailMessage(policy=email.policy.SMTP)
-    mail["To"] = "john@example.com"
-    mail["From"] = "test@example.com"
-    mail["Subject"] = "An example message"
-    mail["Message-ID"] = f"<{secrets.token_hex(8)}@example.com>"
-    mail.set_content(body)
-    if attachment is not None:
-        mail.add_attachment(attachment[1], maintype="text", subtype="plain", filename=attachment[0])
-    return world.message_db.insert_message(
-        scope="outgoing", rcpt_to="john@example.com", mail_from="test@example.com", raw=mail.as_bytes(),
+def outgoing_message(world: World, attachment: tuple[str, bytes] | None = None):
+    """Postal's MessageFactory.outgoing: to john@example.com from test@example.com,
+    subject "An example message", body "Hello world!"; stored, not queued."""
+    headers = (
+        "To: john@example.com\r\n"
+        "From: test@example.com\r\n"
+        "Subject: An example message\r\n"
+        f"Message-ID: <{secrets.token_hex(8)}@example.com>\r\n"
+        "MIME-Version: 1.0\r\n"
+    )
+    if attachment is None:
+        raw = headers + "Content-Type: text/plain; charset=UTF-8\r\n\r\nHello world!"
+    else:
+        name, data = attachment
+        raw = (
+            headers + 'Content-Type: multipart/mixed; boundary="part"\r\n\r\n'
+            "--part\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nHello world!\r\n"
+            f'--part\r\nContent-Type: text/plain; name="{name}"\r\nContent-Transfer-Encoding: base64\r\n'
+            f'Content-Disposition: attachment; filename="{name}"\r\n\r\n{b64(data)}\r\n'
+            "--part--\r\n"
+        )
+    message = world.message_db.insert_message(
+        scope="outgoing", rcpt_to="john@example.com", mail_from="test@example.com", raw=raw.encode(),
         queue=False, domain_id=world.domain_id, credential_id=world.credential_id)
+    return world.message_db.message(message.id)  # as stored (timestamps at the column's precision)
