@@ -175,7 +175,8 @@ def rewrite_for_tracking(config, session, server, message_db, message, raw: byte
     ``tracked_links`` and ``tracked_images``; later calls (retries) return
     ``raw`` unchanged.  Messages without a tracking domain, with
     ``X-AMP: skip``, or that cannot be parsed are returned unchanged.  DKIM
-    signing must happen after this.
+    signing must happen after this.  ``config`` is part of the pipeline's hook
+    signature and not needed by the rewrite itself.
     """
     if getattr(message, "parsed", 0):
         return raw
@@ -192,8 +193,8 @@ def rewrite_for_tracking(config, session, server, message_db, message, raw: byte
     except Exception:  # a message we cannot parse is sent as it is
         log.exception("tracking.rewrite_failed", extra={"message_id": message.id})
         return raw
-    if result.actioned:
-        _record_links(message_db, message.id, result.links)
+    _record_links(message_db, message.id, result.links)
+    if result.raw != raw:  # links, the image, or only opt-out markers changed
         headers, body = mdb.split_raw(result.raw)
         message_db.replace_raw(message, headers, body)
     counts = {"parsed": 1, "tracked_links": len(result.links), "tracked_images": result.images}

@@ -98,6 +98,14 @@ def test_notrack_marker_is_removed_when_click_tracking_is_off(tracked):
     assert text_part(result) == "https://account.example.net/unsubscribe\n"
 
 
+def test_message_whose_only_change_is_an_opt_out_marker_is_stored_rewritten(tracked):
+    tracked.update_track_domain(track_clicks=False)
+    message = tracked.store(plain_message("Unsubscribe: https+notrack://example.com/unsubscribe"))
+    result = rewrite(tracked, message)
+    assert text_part(parse(result)) == "Unsubscribe: https://example.com/unsubscribe\n"
+    assert tracked.message_db.message(message.id).raw_message() == result
+
+
 def test_excluded_domains_are_not_tracked(tracked):
     tracked.update_track_domain(excluded_click_domains="  bank.example.net \nport.example.net:8443\n")
     html = ('<html><body><a href="https://bank.example.net/login">Bank</a>'
