@@ -64,6 +64,7 @@ COMPONENTS_BY_LOGGER = {
     "postald.processing": "worker",
     "postald.senders": "worker",
     "postald.queue": "worker",
+    "postald.scheduled_tasks": "worker",
     "postald.webhooks": "worker",
     "pyramid_app": "web-server",
     "waitress": "web-server",
