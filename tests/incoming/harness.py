@@ -102,3 +102,59 @@ def update_server(database, server_id: int, **values) -> None:
         server = servers.get(session, server_id)
         for name, value in values.items():
             setattr(server, name, value)
+
+
+class SMTPServerProcess:
+    """``python -m postald.smtp.server`` on free loopback ports, output in a log file; killed on exit."""
+
+    def __init__(self, environ: dict, log_path):
+        import os
+        import subprocess
+        import sys
+
+        from tests.support.peers import free_port
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.port = free_port()
+        self.log_path = str(log_path)
+        env = {**os.environ, **environ, "PORT": str(self.port), "BIND_ADDRESS": "127.0.0.1",
+               "HEALTH_SERVER_PORT": str(free_port()), "HEALTH_SERVER_BIND_ADDRESS": "127.0.0.1",
+               "PYTHONPATH": root}
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "postald.smtp.server"], cwd=root, env=env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> "SMTPServerProcess":
+        import socket
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"SMTP server exited: {open(self.log_path, errors='replace').read()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    if sock.recv(100).startswith(b"220"):
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError("SMTP server did not start within 30 s")
+
+    def __exit__(self, *exc) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def send(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> None:
+        import smtplib
+
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
+            smtp.ehlo("client.example.org")
+            smtp.sendmail(mail_from, rcpt_tos, raw)
