@@ -1,6 +1,13 @@
-"""Role commands: unavailable roles, and waiting for migrations before starting."""
+"""Role commands: loading roles, waiting for migrations, one role per process."""
 
 from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
 
 import pytest
 
@@ -9,6 +16,9 @@ from postald.cli.roles import RoleSpec, RoleUnavailable, import_role_module, rol
 from postald.config import load
 from schema.migrate import upgrade_main
 from schema.session import Database
+from tests.cli.conftest import POSTAL, run_postal
+from tests.cli.test_run import free_port
+from tests.conftest import make_test_environ
 
 
 def test_a_missing_role_module_is_unavailable_but_a_broken_one_is_not_hidden(tmp_path, monkeypatch):
@@ -48,3 +58,37 @@ def test_migration_waiter_is_off_by_default(config_environ):
         wait_for_migrations(config, database, sleep=lambda _: pytest.fail("should not wait"))
     finally:
         database.dispose()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("command", ["smtp-server", "web-server"])
+def test_single_role_command_serves_on_port_and_stops_on_sigterm(tmp_path, command):
+    """``postal smtp-server`` / ``web-server`` honour PORT and HEALTH_SERVER_PORT, and stop on SIGTERM."""
+    environ, _ = make_test_environ(tmp_path, "sqlite")
+    assert run_postal(environ, "initialize").code == 0
+    port, health_port = free_port(), free_port()
+    environ.update({"PORT": str(port), "BIND_ADDRESS": "127.0.0.1", "HEALTH_SERVER_PORT": str(health_port),
+                    "POSTAL_WEB_HOSTNAME": "127.0.0.1"})
+    process = subprocess.Popen([POSTAL, command], env={**os.environ, **environ},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "the role did not start listening"
+                time.sleep(0.1)
+        with connection:
+            if command == "smtp-server":
+                assert connection.makefile("rb").readline().startswith(b"220 ")
+        health = http.client.HTTPConnection("127.0.0.1", health_port, timeout=5)
+        health.request("GET", "/health")
+        assert health.getresponse().read() == b"OK"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
