@@ -29,7 +29,7 @@ EXIT_USAGE = 2
 MYSQL_UNKNOWN_DATABASE = 1049
 
 
-def _mysql_error_code(exc: BaseException) -> int | None:
+def mysql_error_code(exc: BaseException) -> int | None:
     args = getattr(getattr(exc, "orig", None), "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 
@@ -83,7 +83,7 @@ class Context:
             with database.engine.connect() as connection:
                 initialised = inspect(connection).has_table("organizations")
         except DBAPIError as exc:
-            if _mysql_error_code(exc) == MYSQL_UNKNOWN_DATABASE:
+            if mysql_error_code(exc) == MYSQL_UNKNOWN_DATABASE:
                 raise CommandError("the main database does not exist yet; run 'postal initialize' first") from None
             raise
         if not initialised:

@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from postald.cli.app import CommandError, Context, add_command
+from postald.cli.app import MYSQL_UNKNOWN_DATABASE, CommandError, Context, add_command, mysql_error_code
 
 log = logging.getLogger("postald.cli")
 
@@ -88,23 +88,37 @@ def main_database_current(database) -> bool:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     from alembic.config import Config as AlembicConfig
+    from sqlalchemy.exc import DBAPIError
 
     from schema.migrate import MIGRATIONS_DIR
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", MIGRATIONS_DIR)
     heads = set(ScriptDirectory.from_config(cfg).get_heads())
-    with database.engine.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
+    try:
+        with database.engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    except DBAPIError as exc:
+        if mysql_error_code(exc) == MYSQL_UNKNOWN_DATABASE:
+            return False
+        raise
     return current == heads
 
 
 def wait_for_migrations(config, database, sleep=time.sleep) -> None:
-    """When ``migration_waiter.enabled``: wait until the main database is migrated, or give up."""
+    """Make sure the main database is migrated before a role starts.
+
+    With ``migration_waiter.enabled``, wait for it (``attempts`` times, ``sleep_time`` apart);
+    otherwise check once.  Either way a database that is not current is a :class:`CommandError`.
+    """
+    from sqlalchemy.exc import DBAPIError
+
     settings = config.migration_waiter
     if not settings.enabled:
+        if not main_database_current(database):
+            raise CommandError("the main database is not migrated to this version; "
+                               "run 'postal initialize' (new installation) or 'postal upgrade-db'")
         return
-    from sqlalchemy.exc import DBAPIError
 
     for attempt in range(1, settings.attempts + 1):
         try:

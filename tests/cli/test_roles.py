@@ -51,11 +51,18 @@ def test_worker_waits_for_migrations_then_gives_up(config_environ):
         database.dispose()
 
 
-def test_migration_waiter_is_off_by_default(config_environ):
+def test_without_the_migration_waiter_an_unmigrated_database_stops_the_role_at_once(config_environ):
     config = load(environ=config_environ)
     database = Database(config)
+
+    def no_sleep(_):
+        pytest.fail("should not wait")
+
     try:
-        wait_for_migrations(config, database, sleep=lambda _: pytest.fail("should not wait"))
+        with pytest.raises(CommandError, match="run 'postal initialize' .* or 'postal upgrade-db'"):
+            wait_for_migrations(config, database, sleep=no_sleep)
+        upgrade_main(database)
+        wait_for_migrations(config, database, sleep=no_sleep)
     finally:
         database.dispose()
 
