@@ -24,7 +24,7 @@ the message's fate and stop:
 9. ``Endpoint``: it is delivered to the message's endpoint (each additional
    endpoint of a route has its own copy of the message) — an HTTP endpoint
    (:class:`~postald.senders.http.HTTPSender`), an SMTP endpoint (that host,
-   port and SSL mode) or an address endpoint (the address's mail servers, with
+   port and SSL mode; unlike Postal, ``STARTTLS`` really requires STARTTLS) or an address endpoint (the address's mail servers, with
    the envelope recipient replaced by the address).  A permanent failure sends
    a bounce to the sender unless the endpoint asked not to (HTTP 429); a
    temporary one requeues the message on the back-off schedule, up to

@@ -236,6 +236,23 @@ def test_smtp_endpoint_receives_the_message(world):
                        f"(127.0.0.1)")
 
 
+def test_smtp_endpoint_refusals_fail_or_retry_as_the_reply_says(world):
+    replies = {"refused@example.com": "550 5.1.1 No such mailbox", "busy@example.com": "451 4.3.0 Try again later"}
+    with SMTPSink(rcpt_reply=lambda address: replies.get(address)) as picky:
+        endpoint = harness.smtp_endpoint(world.database, world.server_id, "127.0.0.1", picky.port)
+        for address in replies:
+            world.route(address.split("@")[0], endpoint=endpoint)
+            world.send(address, subject=f"For {address}")
+        world.run()
+    [refused] = world.received("refused@example.com")
+    [(status, details)] = world.deliveries(refused.id)
+    assert status == "HardFail" and "Sent bounce message to sender (see message <msg:" in details
+    assert [m for m in world.relay.messages if b"Mail Delivery Failed (For refused@example.com)" in m.data]
+    [busy] = world.received("busy@example.com")
+    assert [s for s, _ in world.deliveries(busy.id)] == ["SoftFail"]
+    assert harness.queued_for(world.database, world.server_id, busy.id).attempts == 1
+
+
 def test_address_endpoint_forwards_to_the_address(world):
     endpoint = harness.address_endpoint(world.database, world.server_id, "team@partner.example.org")
     world.route("forward", endpoint=endpoint)

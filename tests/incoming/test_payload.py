@@ -10,7 +10,6 @@ from email.mime.text import MIMEText
 from types import SimpleNamespace
 from urllib.parse import parse_qsl
 
-import pytest
 
 from postald import incoming_payload as ip
 from tests.factories import make_server

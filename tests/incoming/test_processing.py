@@ -113,22 +113,16 @@ def test_bounce_and_reject_routes_return_the_message_to_its_sender(setup, mode):
     assert harness.queued_for(setup.database, setup.server_id, bounce.id) is not None
 
 
-def test_message_without_route_fails(setup):
-    stored = setup.receive("ghost")
-    setup.run()
-    assert setup.deliveries(stored.id) == [
-        ("HardFail", "Message does not have a route and/or endpoint available for delivery.")]
-
-
-def test_missing_endpoint_fails_as_invalid(setup):
+def test_messages_without_route_or_endpoint_fail_and_development_mode_holds(setup):
+    unrouted = setup.receive("ghost")
     endpoint = harness.http_endpoint(setup.database, setup.server_id, "http://127.0.0.1:9/")
     route_id = setup.route("broken", mode="Endpoint", endpoint=endpoint)
-    stored = setup.receive("broken", route_id=route_id, endpoint_type="Webhook", endpoint_id=1)
+    not_an_endpoint = setup.receive("broken", route_id=route_id, endpoint_type="Webhook", endpoint_id=1)
     setup.run()
-    assert setup.deliveries(stored.id) == [("HardFail", "Invalid endpoint for route.")]
+    assert setup.deliveries(unrouted.id) == [
+        ("HardFail", "Message does not have a route and/or endpoint available for delivery.")]
+    assert setup.deliveries(not_an_endpoint.id) == [("HardFail", "Invalid endpoint for route.")]
 
-
-def test_development_mode_holds_incoming_mail(setup):
     harness.update_server(setup.database, setup.server_id, mode="Development")
     stored = setup.receive("sales", route_id=setup.route("sales"))
     setup.run()
