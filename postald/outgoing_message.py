@@ -19,14 +19,16 @@ what Postal's clients were written against: see :func:`truthy`,
 from __future__ import annotations
 
 import base64
+import email.generator
 import email.parser
 import email.policy
 import email.utils
+import io
 import quopri
 import re
 import uuid
 from dataclasses import dataclass, field
-from email.message import EmailMessage, MIMEPart
+from email.message import Message
 from typing import Any, Iterable
 
 from postald import wakeup
@@ -36,8 +38,8 @@ from postald.services import ip_pools as ip_pool_service
 #: Most addresses accepted in each of To, Cc and Bcc.
 MAX_RECIPIENTS_PER_FIELD = 50
 
-#: Line endings CRLF, long lines folded, anything not 7-bit safe encoded.
-MIME_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+#: CRLF line endings, long header lines folded at whitespace.
+MIME_POLICY = email.policy.compat32.clone(linesep="\r\n")
 
 #: Headers the prototype always sets itself; a custom header of these names is dropped.
 _OWN_HEADERS = frozenset({"from", "sender", "subject", "reply-to", "message-id", "mime-version",
@@ -322,7 +324,7 @@ class OutgoingMessagePrototype:
     def raw_message(self) -> bytes:
         """The message every recipient receives (built once)."""
         if self._raw is None:
-            self._raw = self._build().as_bytes(policy=MIME_POLICY)
+            self._raw = flatten(self._build())
         return self._raw
 
     def _received(self) -> str:
@@ -330,29 +332,29 @@ class OutgoingMessagePrototype:
             self.received = received_header(self.database.config, self.server, self.source_type, self.ip_address)
         return self.received
 
-    def _build(self) -> EmailMessage:
-        message = EmailMessage(policy=MIME_POLICY)
-        message["Received"] = self._received()
-        message["Date"] = email.utils.formatdate(localtime=False)
-        message["From"] = header_text(self.from_)
-        for name, value in (("Sender", self.sender), ("Reply-To", self.reply_to)):
-            if not blank(value):
-                message[name] = header_text(value)
+    def _build(self) -> Message:
+        message = Message(policy=MIME_POLICY)
         custom = self._custom_headers()
+        standard = [("Received", self._received()), ("Date", email.utils.formatdate(localtime=False)),
+                    ("From", self.from_)]
+        standard += [(name, value) for name, value in (("Sender", self.sender), ("Reply-To", self.reply_to))
+                     if not blank(value)]
         for name, entries in (("To", self.to), ("Cc", self.cc)):
             if entries:
-                message[name] = header_text(", ".join(entries))
+                standard.append((name, ", ".join(entries)))
                 custom = [(n, v) for n, v in custom if n.lower() != name.lower()]
-        message["Message-ID"] = f"<{self.message_id}>"
+        standard.append(("Message-ID", f"<{self.message_id}>"))
         if not blank(self.subject):
-            message["Subject"] = header_text(self.subject)
+            standard.append(("Subject", self.subject))
+        for name, value in standard:
+            message[name] = encode_header(name, value)
         message["MIME-Version"] = "1.0"
         message["Content-Type"] = "multipart/mixed"
         message.attach(self._body_part())
         for attachment in self.attachments:
-            message.attach(self._attachment_part(attachment))
+            message.attach(_attachment_part(attachment))
         for name, value in custom:
-            message[name] = value
+            message[name] = encode_header(name, value)
         return message
 
     def _custom_headers(self) -> list[tuple[str, str]]:
@@ -360,27 +362,16 @@ class OutgoingMessagePrototype:
         for name, value in self.custom_headers.items():
             name = str(name).strip()
             if _HEADER_NAME.match(name) and name.lower() not in _OWN_HEADERS:
-                headers.append((name, header_text(value)))
+                headers.append((name, value))
         return headers
 
-    def _body_part(self) -> MIMEPart:
-        alternative = MIMEPart(policy=MIME_POLICY)
+    def _body_part(self) -> Message:
+        alternative = Message(policy=MIME_POLICY)
         alternative["Content-Type"] = "multipart/alternative"
         for body, subtype in ((self.plain_body, "plain"), (self.html_body, "html")):
             if not blank(body):
                 alternative.attach(_text_part(body, subtype))
         return alternative
-
-    @staticmethod
-    def _attachment_part(attachment: Attachment) -> MIMEPart:
-        part = MIMEPart(policy=MIME_POLICY)
-        maintype, _, subtype = attachment.content_type.partition(";")[0].strip().lower().partition("/")
-        if not re.match(r"^[a-z0-9!#$&^_.+-]+$", maintype or "") or not re.match(r"^[a-z0-9!#$&^_.+-]+$", subtype or ""):
-            maintype, subtype = "application", "octet-stream"
-        name = header_text(attachment.name).strip()
-        part.set_content(attachment.data, maintype=maintype, subtype=subtype, cte="base64",
-                         disposition="attachment", filename=name, params={"name": name})
-        return part
 
     # -- sending ---------------------------------------------------------------------
 
@@ -418,19 +409,63 @@ class OutgoingMessagePrototype:
         return {"message_id": self.message_id, "messages": self.create_messages()}
 
 
-def _text_part(body: str, subtype: str) -> MIMEPart:
+# -- MIME -----------------------------------------------------------------------------
+#
+# The message is assembled from the email package's compat32 ``Message`` objects
+# with every header value already 7-bit (non-ASCII text RFC 2047-encoded here),
+# which is several times faster than the structured-header policies and gives
+# the exact header order wanted.
+
+_ADDRESS_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc"})
+_FOLDED = re.compile(r"\r?\n[ \t]+")
+
+
+def encode_header(name: str, value: Any) -> str:
+    """A header value as 7-bit text: non-ASCII display names and text as encoded words."""
+    text = header_text(value)
+    if text.isascii():
+        return text
+    # The structured policy knows which parts of an address header may be encoded.
+    policy = email.policy.SMTP
+    header = policy.header_factory(name if name.lower() in _ADDRESS_HEADERS else "X-Text", text)
+    return _FOLDED.sub(" ", header.fold(policy=policy).split(":", 1)[1]).strip()
+
+
+def flatten(message: Message) -> bytes:
+    buffer = io.BytesIO()
+    email.generator.BytesGenerator(buffer, mangle_from_=False, policy=MIME_POLICY).flatten(message)
+    return buffer.getvalue()
+
+
+def _text_part(body: str, subtype: str) -> Message:
     """A UTF-8 text part holding exactly ``body``: 7bit when it is plain ASCII with
     short lines, else quoted-printable (no line ending is added)."""
-    part = MIMEPart(policy=MIME_POLICY)
+    part = Message(policy=MIME_POLICY)
     part["Content-Type"] = f"text/{subtype}; charset=UTF-8"
     text = body.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
-    if text.isascii() and max(len(line) for line in lines) <= 998 and "\x00" not in text:
+    if text.isascii() and "\x00" not in text and max(len(line) for line in text.split("\n")) <= 998:
         part["Content-Transfer-Encoding"] = "7bit"
         part.set_payload(text)
     else:
         part["Content-Transfer-Encoding"] = "quoted-printable"
         part.set_payload(quopri.encodestring(text.encode("utf-8")).decode("ascii"))
+    return part
+
+
+_MIME_TOKEN = re.compile(r"^[a-z0-9!#$&^_.+-]+$")
+
+
+def _attachment_part(attachment: Attachment) -> Message:
+    maintype, _, subtype = attachment.content_type.partition(";")[0].strip().lower().partition("/")
+    if not _MIME_TOKEN.match(maintype) or not _MIME_TOKEN.match(subtype) or maintype == "multipart":
+        maintype, subtype = "application", "octet-stream"
+    name = header_text(attachment.name).strip()
+    part = Message(policy=MIME_POLICY)
+    part["Content-Type"] = f"{maintype}/{subtype}"
+    part.set_param("name", name)
+    part["Content-Transfer-Encoding"] = "base64"
+    part.add_header("Content-Disposition", "attachment", filename=name)
+    part.set_payload(base64.encodebytes(attachment.data).decode("ascii"))
     return part
 
 

@@ -11,6 +11,7 @@ database connection while messages are stored (SQLite has one per process).
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import logging
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from postald import outgoing_message
 from postald.outgoing_message import OutgoingMessagePrototype, RawSubmission, SubmissionError, blank, truthy
@@ -25,13 +27,15 @@ from postald.services import credentials as credential_service
 from pyramid_app.api import envelope, message_data
 from pyramid_app.api.envelope import ApiError, ParameterError
 from pyramid_app.api.params import read_parameters
-from schema.main import Credential, Server
+from schema.main import Credential, Server, utcnow
 
 log = logging.getLogger("pyramid_app.api")
 
 API_KEY_HEADER = "X-Server-API-Key"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH")
 MAX_ID = 2**63 - 1
+#: A credential's last-used time is recorded to this precision.
+LAST_USED_RESOLUTION = dt.timedelta(seconds=10)
 
 
 @dataclass
@@ -59,18 +63,31 @@ def client_ip(request) -> str:
 # -- authentication -------------------------------------------------------------------
 
 def authenticate(database, key: str | None) -> tuple[Server, Credential]:
-    """The server and API credential of ``key``; records the credential's use."""
+    """The server and API credential of ``key``; records the credential's use.
+
+    The key is looked up in the database, then compared case-sensitively in
+    constant time (MariaDB's collation would match any case).  ``last_used_at``
+    is written at most every ``LAST_USED_RESOLUTION`` so that a busy key does
+    not cost a write per request.
+    """
     if blank(key):
         raise ApiError("AccessDenied", "Must be authenticated as a server.")
     with database.unit_of_work() as session:
-        candidates = session.scalars(select(Credential).where(Credential.type == "API", Credential.key == key)).all()
-        credential = next((c for c in candidates if hmac.compare_digest(c.key.encode(), key.encode())), None)
-        server = session.get(Server, credential.server_id) if credential is not None else None
-        if server is None or server.deleted_at is not None:
+        rows = session.execute(
+            select(Credential, Server)
+            .join(Server, Server.id == Credential.server_id)
+            .where(Credential.type == "API", Credential.key == key)
+            .options(joinedload(Server.organization))
+        ).all()
+        found = next(((c, s) for c, s in rows if hmac.compare_digest(c.key.encode(), key.encode())), None)
+        if found is None or found[1].deleted_at is not None:
             raise ApiError("InvalidServerAPIKey", "The API token provided in X-Server-API-Key was not valid.", token=key)
+        credential, server = found
         if server.suspended:
             raise ApiError("ServerSuspended")
-        credential_service.use(credential)
+        now = utcnow()
+        if credential.last_used_at is None or now - credential.last_used_at >= LAST_USED_RESOLUTION:
+            credential_service.use(credential)
         session.flush()
         session.expunge_all()
     return server, credential
