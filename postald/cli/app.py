@@ -15,21 +15,19 @@ import argparse
 import contextlib
 import functools
 import json
-import logging
 import sys
 from typing import Any, Callable, TextIO
-
-log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
-
+#: MariaDB's "Unknown database" error: the main database has not been created yet.
 MYSQL_UNKNOWN_DATABASE = 1049
 
 
 def mysql_error_code(exc: BaseException) -> int | None:
+    """The MariaDB error number behind a SQLAlchemy DBAPIError, if any."""
     args = getattr(getattr(exc, "orig", None), "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 
