@@ -39,6 +39,7 @@ setup(
             "WebTest>=3,<4",
             "aiosmtpd>=1.4,<2",
             "websocket-client>=1.7,<2",
+            "pytest-xdist>=3.5,<4",
         ],
     },
     entry_points={"console_scripts": ["postal = postald.cli:main"]},
