@@ -8,8 +8,8 @@ return-path domain.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-import json
 import os
 import threading
 
@@ -52,26 +52,24 @@ class SigningKey:
     def dkim_record(self) -> str:
         return f"v=DKIM1; t=s; h=sha256; p={self.public_key_der_base64()};"
 
-    def jwk(self) -> dict:
-        numbers = self.public_key.public_numbers()
-        jwk = {"kty": "RSA", "e": _b64url_uint(numbers.e), "n": _b64url_uint(numbers.n)}
-        jwk["kid"] = self.kid(jwk)
-        jwk["use"] = "sig"
-        jwk["alg"] = "RS256"
-        return jwk
+    @functools.cached_property
+    def kid(self) -> str:
+        """Key id: lowercase hex SHA-256 of the public key's DER PKCS#1 ``RSAPublicKey`` (as Postal)."""
+        der = self.public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+        return hashlib.sha256(der).hexdigest()
 
-    @staticmethod
-    def kid(jwk: dict) -> str:
-        """RFC 7638 thumbprint (SHA-256, base64url) of the public JWK."""
-        canonical = json.dumps({"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"), sort_keys=True)
-        return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+    def jwk(self) -> dict:
+        """The public key as an RSA JWK, keys in Postal's order."""
+        numbers = self.public_key.public_numbers()
+        return {"kty": "RSA", "n": _b64url_uint(numbers.n), "e": _b64url_uint(numbers.e), "use": "sig",
+                "alg": "RS256", "kid": self.kid}
 
     def jwks(self) -> dict:
         return {"keys": [self.jwk()]}
 
     def signature_headers(self, body: bytes) -> dict[str, str]:
         return {
-            "X-Postal-Signature-KID": self.jwk()["kid"],
+            "X-Postal-Signature-KID": self.kid,
             "X-Postal-Signature": self.sign(body, "sha1"),
             "X-Postal-Signature-256": self.sign(body, "sha256"),
         }
