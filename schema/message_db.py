@@ -624,40 +624,11 @@ class MessageDB:
         caller may acknowledge it.
         """
         timestamp = now()
-        headers_raw, body_raw = split_raw(raw)
-        headers = parse_headers(headers_raw)
-        subject = (headers.get("subject") or [None])[0]
-        message_id = (headers.get("message-id") or [None])[0]
-        if message_id:
-            message_id = message_id.strip().lstrip("<").rstrip(">")
-        values = {
-            "token": random_string(16),
-            "scope": scope,
-            "rcpt_to": _clip(rcpt_to),
-            "mail_from": _clip(mail_from),
-            "subject": _clip(subject),
-            "message_id": _clip(message_id),
-            "timestamp": timestamp,
-            "route_id": route_id,
-            "domain_id": domain_id,
-            "credential_id": credential_id,
-            "status": status,
-            "held": 0,
-            "size": str(len(raw)),
-            "bounce": 1 if bounce else 0,
-            "bounce_for_id": bounce_for_id or 0,
-            "tag": _clip(tag),
-            "received_with_ssl": None if received_with_ssl is None else int(bool(received_with_ssl)),
-            "endpoint_id": endpoint_id,
-            "endpoint_type": endpoint_type,
-            "inspected": 0,
-            "spam": 0,
-            "spam_score": 0,
-            "threat": 0,
-            "parsed": 0,
-            "tracked_links": 0,
-            "tracked_images": 0,
-        }
+        values, headers_raw, body_raw, headers = _new_message_values(
+            timestamp, raw, scope=scope, rcpt_to=rcpt_to, mail_from=mail_from, route_id=route_id,
+            domain_id=domain_id, credential_id=credential_id, endpoint_id=endpoint_id,
+            endpoint_type=endpoint_type, bounce=bounce, bounce_for_id=bounce_for_id, tag=tag,
+            received_with_ssl=received_with_ssl, status=status)
         with self.engine.begin() as conn:
             name, headers_id, body_id = self._store_raw(conn, timestamp, headers_raw, body_raw)
             values.update(raw_table=name, raw_headers_id=headers_id, raw_body_id=body_id)
@@ -672,6 +643,63 @@ class MessageDB:
             if queue:
                 session.add(self.queued_message_for(message, ip_address_id=ip_address_id, manual=manual))
         return message
+
+    def insert_messages(self, items: list[dict]) -> list[Message]:
+        """Store and queue several messages at once: one transaction on this
+        message database and one on the main database for all of them.
+
+        Each item holds :meth:`insert_message`'s keyword arguments.  When this
+        returns every message and queue entry is committed; when it raises,
+        the message rows it created are removed again (best effort).
+        """
+        if not items:
+            return []
+        timestamp = now()
+        prepared = []
+        for item in items:
+            fields = dict(item)
+            raw = fields.pop("raw")
+            options = {key: fields.pop(key, default) for key, default in
+                       (("queue", True), ("ip_address_id", None), ("manual", False))}
+            prepared.append((*_new_message_values(timestamp, raw, **fields), options))
+        scopes: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            name = raw_table_name_for(timestamp)
+            table = self._ensure_raw_table(conn, name)
+            stored_bytes = 0
+            for values, headers_raw, body_raw, _headers, _options in prepared:
+                headers_id = self._write_chunks(conn, table, headers_raw)
+                body_id = self._write_chunks(conn, table, body_raw) if body_raw is not None else None
+                stored_bytes += len(headers_raw) + len(body_raw or b"")
+                values.update(raw_table=name, raw_headers_id=headers_id, raw_body_id=body_id)
+                values["id"] = conn.execute(insert(messages).values(**values)).inserted_primary_key[0]
+                scopes[values["scope"]] = scopes.get(values["scope"], 0) + 1
+            conn.execute(
+                update(raw_message_sizes)
+                .where(raw_message_sizes.c.table_name == name)
+                .values(size=raw_message_sizes.c.size + stored_bytes)
+            )
+            for scope, count in scopes.items():
+                self._increment_stats(conn, scope, timestamp, amount=count)
+        created = []
+        for values, headers_raw, body_raw, headers, options in prepared:
+            message = Message(self, _complete_row(values))
+            message._headers_raw, message._body_raw, message._headers = headers_raw, body_raw, headers
+            created.append((message, options))
+        try:
+            with self.database.unit_of_work() as session:
+                for scope, count in scopes.items():
+                    _increment_global_statistics(session, scope, count)
+                    session.flush()  # a row created for the first scope must be seen by the next
+                for message, options in created:
+                    if options["queue"]:
+                        session.add(self.queued_message_for(
+                            message, ip_address_id=options["ip_address_id"], manual=options["manual"]))
+        except BaseException:
+            with self.engine.begin() as conn:
+                conn.execute(delete(messages).where(messages.c.id.in_([m.id for m, _ in created])))
+            raise
+        return [message for message, _ in created]
 
     def queued_message_for(self, message: Message, ip_address_id: int | None = None, manual: bool = False) -> QueuedMessage:
         row = message.row
@@ -768,24 +796,24 @@ class MessageDB:
 
     # -- statistics ----------------------------------------------------------
 
-    def _increment_stats(self, conn: Connection, counter: str, timestamp: float | None = None) -> None:
+    def _increment_stats(self, conn: Connection, counter: str, timestamp: float | None = None, amount: int = 1) -> None:
         if counter not in STATS_COUNTERS:
             raise ValueError(f"unknown statistics counter {counter!r}")
         moment = dt.datetime.fromtimestamp(timestamp or now(), dt.timezone.utc)
         for period, table in STATS_TABLES.items():
             start = _period_start(moment, period)
             changed = conn.execute(
-                update(table).where(table.c.time == start).values({counter: table.c[counter] + 1})
+                update(table).where(table.c.time == start).values({counter: table.c[counter] + amount})
             ).rowcount
             if not changed:
                 try:
                     with conn.begin_nested():
                         row = {c: 0 for c in STATS_COUNTERS}
-                        row.update(time=start, **{counter: 1})
+                        row.update(time=start, **{counter: amount})
                         conn.execute(insert(table).values(**row))
                 except IntegrityError:
                     conn.execute(
-                        update(table).where(table.c.time == start).values({counter: table.c[counter] + 1})
+                        update(table).where(table.c.time == start).values({counter: table.c[counter] + amount})
                     )
 
     def increment_stat(self, counter: str, timestamp: float | None = None) -> None:
@@ -943,6 +971,48 @@ class MessageDB:
             return [dict(r) for r in conn.execute(query).mappings().all()]
 
 
+def _new_message_values(timestamp: float, raw: bytes, *, scope: str, rcpt_to: str, mail_from: str | None,
+                        route_id=None, domain_id=None, credential_id=None, endpoint_id=None, endpoint_type=None,
+                        bounce: bool = False, bounce_for_id=None, tag=None, received_with_ssl=None,
+                        status: str = "Pending") -> tuple[dict, bytes, bytes | None, dict]:
+    """The messages-row values of a new message, and its split and parsed raw parts."""
+    headers_raw, body_raw = split_raw(raw)
+    headers = parse_headers(headers_raw)
+    subject = (headers.get("subject") or [None])[0]
+    message_id = (headers.get("message-id") or [None])[0]
+    if message_id:
+        message_id = message_id.strip().lstrip("<").rstrip(">")
+    values = {
+        "token": random_string(16),
+        "scope": scope,
+        "rcpt_to": _clip(rcpt_to),
+        "mail_from": _clip(mail_from),
+        "subject": _clip(subject),
+        "message_id": _clip(message_id),
+        "timestamp": timestamp,
+        "route_id": route_id,
+        "domain_id": domain_id,
+        "credential_id": credential_id,
+        "status": status,
+        "held": 0,
+        "size": str(len(raw)),
+        "bounce": 1 if bounce else 0,
+        "bounce_for_id": bounce_for_id or 0,
+        "tag": _clip(tag),
+        "received_with_ssl": None if received_with_ssl is None else int(bool(received_with_ssl)),
+        "endpoint_id": endpoint_id,
+        "endpoint_type": endpoint_type,
+        "inspected": 0,
+        "spam": 0,
+        "spam_score": 0,
+        "threat": 0,
+        "parsed": 0,
+        "tracked_links": 0,
+        "tracked_images": 0,
+    }
+    return values, headers_raw, body_raw, headers
+
+
 def batch_key_for(row: dict) -> str | None:
     if row.get("scope") == "outgoing":
         domain = (row.get("rcpt_to") or "").rpartition("@")[2].lower()
@@ -977,20 +1047,22 @@ def _period_start(moment: dt.datetime, period: str) -> int:
     return int(start.timestamp())
 
 
-def _increment_global_statistics(session, scope: str) -> None:
+def _increment_global_statistics(session, scope: str, amount: int = 1) -> None:
     column = "total_incoming" if scope == "incoming" else "total_outgoing"
     changed = session.execute(
         update(Statistic)
         .where(Statistic.id == select(func.min(Statistic.id)).scalar_subquery())
-        .values({"total_messages": Statistic.total_messages + 1, column: getattr(Statistic, column) + 1})
+        .values({"total_messages": Statistic.total_messages + amount, column: getattr(Statistic, column) + amount})
         .execution_options(synchronize_session=False)
-    ).rowcount if not is_mysql(session.get_bind()) else _increment_global_statistics_mysql(session, column)
+    ).rowcount if not is_mysql(session.get_bind()) else _increment_global_statistics_mysql(session, column, amount)
     if not changed:
-        session.add(Statistic(total_messages=1, total_outgoing=int(scope != "incoming"), total_incoming=int(scope == "incoming")))
+        session.add(Statistic(total_messages=amount, total_outgoing=amount * int(scope != "incoming"),
+                              total_incoming=amount * int(scope == "incoming")))
 
 
-def _increment_global_statistics_mysql(session, column: str) -> int:
+def _increment_global_statistics_mysql(session, column: str, amount: int = 1) -> int:
     # MariaDB refuses a subquery on the table being updated; the single row is the first one.
     return session.execute(
-        text(f"UPDATE statistics SET total_messages = total_messages + 1, {column} = {column} + 1 ORDER BY id LIMIT 1")
+        text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n ORDER BY id LIMIT 1"),
+        {"n": int(amount)},
     ).rowcount

@@ -69,8 +69,11 @@ class DatabaseBackend:
 
     def classify_recipient(self, address: str, local_part: str, domain: str,
                            credential: Credential | None) -> Recipient | Rejection | None:
-        with self.database.unit_of_work() as session:
+        session = self.database.session()  # read only: no commit needed
+        try:
             return self.classifier.classify(session, address, local_part, domain, credential)
+        finally:
+            session.close()
 
     def received_header(self, credential: Credential | None, helo_name: str | None,
                         ip_address: str | None) -> str:

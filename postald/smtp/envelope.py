@@ -24,13 +24,31 @@ class Credential:
 
 
 @dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One message to create for an incoming recipient: a route gives one per
+    endpoint (its own and each additional one); a bounce without a return-path
+    route gives one unrouted message."""
+
+    route_id: int | None = None
+    domain_id: int | None = None
+    endpoint_type: str | None = None
+    endpoint_id: int | None = None
+    bounce: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipient:
-    """An accepted RCPT TO: what kind of delivery it is, and for which mail server."""
+    """An accepted RCPT TO: what kind of delivery it is, and for which mail server.
+
+    ``deliveries`` is worked out when the recipient is accepted (as Postal
+    keeps the route it found), so the end of DATA only has to write.
+    """
 
     kind: RecipientKind
     address: str
     server_id: int
     route_id: int | None = None
+    deliveries: tuple[Delivery, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def message_type(self) -> str:

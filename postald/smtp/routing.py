@@ -24,12 +24,13 @@ from sqlalchemy import select
 
 from postald.services import credentials as credential_service
 from postald.services import domains as domain_service
+from postald.services import endpoints as endpoint_service
 from postald.services import routes as route_service
 from postald.services import servers as server_service
 from postald.smtp import replies
-from postald.smtp.envelope import Credential, Recipient, Rejection
+from postald.smtp.envelope import Credential, Delivery, Recipient, Rejection
 from schema.main import Credential as CredentialRow
-from schema.main import Domain, Server
+from schema.main import Domain, Route, Server
 
 _COMMENT = re.compile(r"\([^)]*\)")
 
@@ -73,7 +74,12 @@ class RecipientClassifier:
             return Rejection(replies.INVALID_SERVER_TOKEN, "invalid-server-token")
         if server.suspended:
             return Rejection(replies.SERVER_SUSPENDED, "server-suspended")
-        return Recipient("bounce", address, server.id)
+        return_path = route_service.return_path_route(session, server)
+        if return_path is not None:
+            deliveries = deliveries_through(session, return_path, bounce=True)
+        else:
+            deliveries = (Delivery(bounce=True),)
+        return Recipient("bounce", address, server.id, deliveries=deliveries)
 
     def _route_by_token(self, session, token: str, tag: str) -> Recipient | Rejection:
         route = route_service.find_by_token(session, token) if token else None
@@ -86,7 +92,8 @@ class RecipientClassifier:
         if route.mode == "Reject":
             return Rejection(replies.ROUTE_REJECTS, "route-rejected")
         local = f"{route.name}+{tag}" if tag else route.name
-        return Recipient("route", f"{local}@{domain.name}", server.id, route.id)
+        return Recipient("route", f"{local}@{domain.name}", server.id, route.id,
+                         deliveries=deliveries_through(session, route))
 
     def _outgoing(self, session, address: str, credential: Credential) -> Recipient | Rejection:
         server = session.get(Server, credential.server_id)
@@ -103,7 +110,23 @@ class RecipientClassifier:
             return Rejection(replies.SERVER_SUSPENDED, "server-suspended")
         if route.mode == "Reject":
             return Rejection(replies.ROUTE_REJECTS, "route-rejection")
-        return Recipient("route", address, server.id, route.id)
+        return Recipient("route", address, server.id, route.id, deliveries=deliveries_through(session, route))
+
+
+def deliveries_through(session, route: Route, bounce: bool = False) -> tuple[Delivery, ...]:
+    """The messages a route creates: one for its endpoint (when its mode is
+    Endpoint), plus one per additional endpoint that still exists."""
+    endpoint_type = endpoint_id = None
+    if route.mode == "Endpoint" and route.endpoint_id is not None:
+        endpoint_type, endpoint_id = route.endpoint_type, route.endpoint_id
+    first = Delivery(route.id, route.domain_id, endpoint_type, endpoint_id, bounce)
+    if route.mode != "Endpoint":
+        return (first,)  # additional endpoints exist only on Endpoint routes
+    extra = tuple(
+        Delivery(route.id, route.domain_id, endpoint_service.type_name(endpoint), endpoint.id, bounce)
+        for endpoint in route_service.additional_endpoints(session, route)
+    )
+    return (first, *extra)
 
 
 def smtp_ip_credential(session, ip_address: str) -> Credential | None:

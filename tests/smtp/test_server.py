@@ -12,6 +12,7 @@ import time
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from tests.conftest import BACKENDS
 from tests.smtp.conftest import HOSTNAME, ROUTE_DOMAIN, RETURN_PATH_DOMAIN, ServerProcess
@@ -442,3 +443,28 @@ def test_auth_plain_over_raw_socket_exact_replies(server, world):
     assert client.one("eA==") == "334 UGFzc3dvcmQ6"
     assert client.one("QUIT") == "535 Invalid credential"  # every continuation line is the AUTH response
     client.close()
+
+
+def test_concurrent_sessions_share_commits_and_lose_nothing(server, world):
+    """Sessions ending DATA together are written in shared batches; each still gets its own 250."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from schema.main import Statistic
+
+    with world.database.unit_of_work() as session:
+        before = session.scalars(select(Statistic.total_messages)).first() or 0
+    titles = [subject() for _ in range(40)]
+
+    def deliver(title):
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=60) as smtp:
+            return smtp.sendmail("many@outside.test", ["test@example.com", "anyone@wild.example"],
+                                 message(title, to="test@example.com"))
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        assert list(pool.map(deliver, titles)) == [{}] * 40
+    stored = [m for title in titles for m in world.messages_with_subject(title)]
+    assert len(stored) == 80
+    assert len({m.token for m in stored}) == 80
+    assert len(world.queued_for(m.id for m in stored)) == 80
+    with world.database.unit_of_work() as session:
+        assert session.scalars(select(Statistic.total_messages)).first() == before + 80
