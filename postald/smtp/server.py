@@ -166,7 +166,7 @@ class SMTPServerRole:
             "smtp-server", self.config, smtp.default_health_server_port,
             smtp.default_health_server_bind_address, check=self.database.ping)
 
-    def stop(self, timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
         """Stop accepting, give open sessions ``timeout`` seconds to finish, then close them."""
         for server in self.servers:
             server.close()

@@ -547,3 +547,53 @@ def test_soft_deleted_server_is_treated_as_missing(database, make_session):
         s.get(Server, server_id).deleted_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     session = with_mail_from(make_session)
     assert send(session, f"RCPT TO: {token}@{RETURN_PATH_DOMAIN}") == "550 Invalid server token"
+
+
+def test_outgoing_message_gets_an_ip_address_from_the_servers_pool(database, config, dns_server):
+    from postald.config import load
+    from postald.services import ip_pools
+    from postald.smtp.backend import DatabaseBackend
+    from postald.smtp.protocol import SessionSettings, SMTPSession
+    from postald.smtp.received import PTRResolver
+
+    server_id = make_server(database)
+    add_domain(database, server_id, "sender.test")
+    key = add_credential(database, server_id)
+    with database.unit_of_work() as s:
+        pool = ip_pools.create_pool(s, "Main pool")
+        address_id = ip_pools.add_address(s, pool, "10.0.0.1", "ip1.sender.test").id
+        s.get(Server, server_id).ip_pool_id = pool.id
+    pools_config = load(path=None, environ=dict(config.environ, POSTAL_USE_IP_POOLS="true"))
+    backend = DatabaseBackend(pools_config, database, resolver=PTRResolver([("127.0.0.1", dns_server.port)]))
+    session = SMTPSession(SessionSettings.from_config(pools_config), backend, "1.2.3.4")
+    send(session, "EHLO client.test", f"AUTH PLAIN {plain(key)}", "MAIL FROM: a@sender.test", "RCPT TO: x@outside.test")
+    send(session, "DATA", "From: a@sender.test", "Subject: Pool", "", "body", "")
+    assert send(session, ".") == "250 OK"
+    with database.unit_of_work() as s:
+        assert s.scalars(select(QueuedMessage.ip_address_id)).one() == address_id
+
+
+def test_log_exclusion_matcher_silences_a_clients_session(make_session, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="postald.smtp")
+    quiet = make_session(ip="10.1.2.3", log_exclusion=re.compile(r"^10\."))
+    send(quiet, "HELO quiet.test", "NOOP")
+    loud = make_session(ip="1.2.3.4", log_exclusion=re.compile(r"^10\."))
+    send(loud, "HELO loud.test", "NOOP")
+    helos = [getattr(r, "helo", None) for r in caplog.records if r.getMessage() == "smtp.helo"]
+    assert helos == ["loud.test"]
+    assert any(getattr(r, "line", None) == "NOOP" and r.client_ip == "1.2.3.4" for r in caplog.records)
+    assert not any(getattr(r, "client_ip", None) == "10.1.2.3" for r in caplog.records)
+
+
+def test_auth_secrets_are_redacted_in_the_log(database, make_session, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="postald.smtp")
+    key = add_credential(database, make_server(database))
+    session = welcomed(make_session)
+    send(session, f"AUTH PLAIN {plain(key)}", "AUTH LOGIN", "eA==", b64(key))
+    logged = " ".join(str(getattr(r, "line", "")) for r in caplog.records)
+    assert "AUTH PLAIN [redacted]" in logged and "[redacted]" in logged
+    assert plain(key) not in logged and b64(key) not in logged
