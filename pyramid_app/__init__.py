@@ -18,6 +18,7 @@ PARTS = (
     "pyramid_app.api",
     "pyramid_app.webhooks_public",
     "pyramid_app.ui",
+    "pyramid_app.oidc",
 )
 
 
