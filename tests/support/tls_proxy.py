@@ -110,6 +110,10 @@ class TLSProxy:
 
     def close(self) -> None:
         self._closed.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
         self.listener.close()
         with self._lock:
             for sock in list(self._sockets):
