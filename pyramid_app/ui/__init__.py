@@ -14,6 +14,7 @@ from pyramid.events import BeforeRender
 from postald import __version__
 from pyramid_app import auth
 from pyramid_app.ui import helpers
+from pyramid_app.ui.message_routes import add_message_routes
 from pyramid_app.ui.routes import add_routes
 
 
@@ -77,4 +78,5 @@ def includeme(config) -> None:
     config.add_subscriber(_add_template_context, BeforeRender)
     config.add_static_view("assets", "pyramid_app:static", cache_max_age=3600)
     add_routes(config)
+    add_message_routes(config)
     config.scan("pyramid_app.ui.views")
