@@ -225,24 +225,27 @@ def test_empty_queue_means_no_work(config, database):
     assert not send_next(config, database)
 
 
-@pytest.mark.parametrize("retry_after, locked, ready", [
-    (None, False, True),
-    (-60, False, True),
-    (60, False, False),
-    (None, True, False),
-])
-def test_readiness(config, database, server_id, receiver, retry_after, locked, ready):
+def test_readiness(config, database, server_id, receiver):
+    """Unlocked requests with no retry time or one in the past are ready; others wait."""
     add_webhook(database, server_id, receiver.url)
-    request = queue_request(database, server_id)
-    values = {}
-    if retry_after is not None:
-        values["retry_after"] = utcnow() + dt.timedelta(seconds=retry_after)
-    if locked:
-        values.update(locked_by="another-worker", locked_at=utcnow())
-    if values:
-        set_request(database, request.id, **values)
-    assert send_next(config, database) is ready
-    assert len(receiver.requests) == (1 if ready else 0)
+    cases = [  # retry_after offset in seconds, locked, ready
+        (None, False, True), (-60, False, True), (60, False, False), (None, True, False),
+    ]
+    for retry_after, locked, ready in cases:
+        request = queue_request(database, server_id)
+        values = {}
+        if retry_after is not None:
+            values["retry_after"] = utcnow() + dt.timedelta(seconds=retry_after)
+        if locked:
+            values.update(locked_by="another-worker", locked_at=utcnow())
+        if values:
+            set_request(database, request.id, **values)
+        sent_before = len(receiver.requests)
+        assert send_next(config, database) is ready, (retry_after, locked)
+        assert len(receiver.requests) == sent_before + (1 if ready else 0)
+        if not ready:
+            with database.unit_of_work() as session:
+                session.delete(session.get(WebhookRequest, request.id))
 
 
 def test_many_workers_send_each_request_exactly_once(config, database, server_id, receiver):
