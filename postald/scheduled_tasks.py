@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 ROLE_STEAL_AFTER = dt.timedelta(minutes=5)
 TASKS_ROLE = "tasks"
-WEBHOOK_HISTORY_DAYS = 10
 NOTIFICATION_WINDOW = dt.timedelta(minutes=3)
 NOTIFICATION_INTERVAL = dt.timedelta(hours=1)
 
@@ -174,15 +173,10 @@ def prune_suppression_lists(config, database) -> None:
 
 
 def prune_webhook_requests(config, database) -> None:
-    from schema.message_db import webhook_requests
+    """Delete webhook request history older than :data:`postald.webhook_sender.HISTORY_DAYS`."""
+    from postald.webhook_sender import prune_history
 
-    cutoff = time.time() - WEBHOOK_HISTORY_DAYS * 86400
-
-    def prune(db) -> None:
-        with db.engine.begin() as conn:
-            conn.execute(delete(webhook_requests).where(webhook_requests.c.timestamp < cutoff))
-
-    _for_each_message_db(database, prune, "prune_webhook_requests")
+    _for_each_message_db(database, prune_history, "prune_webhook_requests")
 
 
 def send_notifications(config, database) -> None:
@@ -239,6 +233,7 @@ def tidy_queued_messages(config, database) -> None:
 
     Postal deletes them; postald gives them back to the queue so nothing is lost.
     """
+    from postald import webhook_sender
     from postald.queue import release_stale_locks
 
     cutoff = utcnow() - dt.timedelta(days=config.postal.queued_message_lock_stale_days)
@@ -246,6 +241,7 @@ def tidy_queued_messages(config, database) -> None:
         for row in session.scalars(select(QueuedMessage.id).where(QueuedMessage.locked_at < cutoff)):
             log.info("task.releasing_queued_message", extra={"queued_message_id": row})
     release_stale_locks(database, config.postal.queued_message_lock_stale_days * 86400)
+    webhook_sender.release_stale_locks(database)  # webhook requests whose worker died
 
 
 @dataclass(frozen=True)
