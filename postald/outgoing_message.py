@@ -26,7 +26,10 @@ import email.utils
 import io
 import quopri
 import re
+import secrets
+import threading
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any, Iterable
@@ -34,6 +37,7 @@ from typing import Any, Iterable
 from postald import wakeup
 from postald.services import domains as domain_service
 from postald.services import ip_pools as ip_pool_service
+from postald.smtp.storage import _GroupCommitWriter as GroupCommitWriter  # shared with SMTP submissions
 
 #: Most addresses accepted in each of To, Cc and Bcc.
 MAX_RECIPIENTS_PER_FIELD = 50
@@ -200,18 +204,47 @@ class StoredMessage:
     message_id: str | None
 
 
-def _store(database, server, rcpt_to: str, mail_from: str | None, raw: bytes, **values) -> StoredMessage:
-    """Save one outgoing message and its queue entry (both committed on return)."""
-    ip_address_id = None
-    if database.config.postal.use_ip_pools:
-        with database.unit_of_work() as session:
-            pool_id = ip_pool_service.pool_for_message(session, server, mail_from, rcpt_to)
-            address = ip_pool_service.choose_address(session, pool_id)
-            ip_address_id = address.id if address is not None else None
-    message = database.message_db(server.id).insert_message(
-        scope="outgoing", rcpt_to=rcpt_to, mail_from=mail_from, raw=raw, received_with_ssl=True,
-        ip_address_id=ip_address_id, **values)
-    return StoredMessage(rcpt_to, message.id, message.token, message.message_id)
+def _ip_address_id(database, server, mail_from: str | None, rcpt_to: str) -> int | None:
+    """The sending IP address chosen for a message when IP pools are in use."""
+    if not database.config.postal.use_ip_pools:
+        return None
+    with database.unit_of_work() as session:
+        pool_id = ip_pool_service.pool_for_message(session, server, mail_from, rcpt_to)
+        address = ip_pool_service.choose_address(session, pool_id)
+        return address.id if address is not None else None
+
+
+_writers: "weakref.WeakKeyDictionary[Any, dict[int, GroupCommitWriter]]" = weakref.WeakKeyDictionary()
+_writers_lock = threading.Lock()
+
+
+def _writer(database, server_id: int) -> GroupCommitWriter:
+    """The group-commit writer of one server's message database in this process."""
+    with _writers_lock:
+        per_server = _writers.setdefault(database, {})
+        writer = per_server.get(server_id)
+        if writer is None:
+            writer = per_server[server_id] = GroupCommitWriter(database, server_id)
+        return writer
+
+
+def store_all(database, server, envelopes: list[tuple[str, str | None]], raw: bytes, **values) -> list[StoredMessage]:
+    """Save one outgoing message per ``(rcpt_to, mail_from)`` with its queue entry.
+
+    All of them are written in one transaction per database, shared with the
+    other requests storing messages for this server at the same moment (group
+    commit).  Everything is committed when this returns; if it raises, none of
+    them was kept.
+    """
+    if not envelopes:
+        return []
+    items = [
+        dict(scope="outgoing", rcpt_to=rcpt_to, mail_from=mail_from, raw=raw, received_with_ssl=True,
+             ip_address_id=_ip_address_id(database, server, mail_from, rcpt_to), **values)
+        for rcpt_to, mail_from in envelopes
+    ]
+    created = _writer(database, server.id).write(items)
+    return [StoredMessage(rcpt_to, m.id, m.token, m.message_id) for (rcpt_to, _), m in zip(envelopes, created)]
 
 
 def messages_map(stored: Iterable[StoredMessage]) -> dict[str, dict]:
@@ -349,7 +382,7 @@ class OutgoingMessagePrototype:
         for name, value in standard:
             message[name] = encode_header(name, value)
         message["MIME-Version"] = "1.0"
-        message["Content-Type"] = "multipart/mixed"
+        message["Content-Type"] = f'multipart/mixed; boundary="{new_boundary()}"'
         message.attach(self._body_part())
         for attachment in self.attachments:
             message.attach(_attachment_part(attachment))
@@ -367,7 +400,7 @@ class OutgoingMessagePrototype:
 
     def _body_part(self) -> Message:
         alternative = Message(policy=MIME_POLICY)
-        alternative["Content-Type"] = "multipart/alternative"
+        alternative["Content-Type"] = f'multipart/alternative; boundary="{new_boundary()}"'
         for body, subtype in ((self.plain_body, "plain"), (self.html_body, "html")):
             if not blank(body):
                 alternative.attach(_text_part(body, subtype))
@@ -377,22 +410,23 @@ class OutgoingMessagePrototype:
 
     def create_message(self, address: str) -> dict:
         """Store and queue the message for one recipient; ``{"id", "token"}``."""
-        stored = self._create(address)
+        [stored] = self._create([address])
         wakeup.notify_queued()
         return {"id": stored.id, "token": stored.token}
 
-    def _create(self, address: str) -> StoredMessage:
+    def _create(self, addresses: list[str]) -> list[StoredMessage]:
         if self._domain is None:
             with self.database.unit_of_work() as session:
                 self.domain(session)
-        return _store(
-            self.database, self.server, address, strip_address(self.from_), self.raw_message(),
+        mail_from = strip_address(self.from_)
+        return store_all(
+            self.database, self.server, [(address, mail_from) for address in addresses], self.raw_message(),
             domain_id=self._domain.id if self._domain is not None else None,
             credential_id=self.credential_id, bounce=self.bounce, tag=self.tag)
 
     def create_messages(self) -> dict[str, dict]:
         """Store and queue one message per recipient; the ``messages`` map of the API."""
-        stored = [self._create(address) for address in self.recipients]
+        stored = self._create(self.recipients)
         if stored:
             wakeup.notify_queued()
         return messages_map(stored)
@@ -429,6 +463,11 @@ def encode_header(name: str, value: Any) -> str:
     policy = email.policy.SMTP
     header = policy.header_factory(name if name.lower() in _ADDRESS_HEADERS else "X-Text", text)
     return _FOLDED.sub(" ", header.fold(policy=policy).split(":", 1)[1]).strip()
+
+
+def new_boundary() -> str:
+    """A MIME boundary no content can contain by chance (and none can guess)."""
+    return f"--==_mimepart_{secrets.token_hex(16)}"
 
 
 def flatten(message: Message) -> bytes:
@@ -540,11 +579,8 @@ class RawSubmission:
             domain = self.domain(session)
         if domain is None:
             raise SubmissionError("UnauthenticatedFromAddress")
-        stored = [
-            _store(self.database, self.server, address, self.mail_from, self.raw, domain_id=domain.id,
-                   credential_id=self.credential_id, bounce=self.bounce)
-            for address in self.recipients()
-        ]
+        stored = store_all(self.database, self.server, [(address, self.mail_from) for address in self.recipients()],
+                           self.raw, domain_id=domain.id, credential_id=self.credential_id, bounce=self.bounce)
         if stored:
             wakeup.notify_queued()
         return {"message_id": stored[0].message_id if stored else None, "messages": messages_map(stored)}
