@@ -104,8 +104,8 @@ def begin_reset(request):
     return_to = auth.safe_return_to(request.POST.get("return_to"))
     suffix = f"?return_to={_quote(return_to)}" if return_to else ""
     user = user_service.find_by_email(request.dbsession, request.POST.get("email_address", ""))
-    if user is not None and config.oidc.enabled and not user.password_digest:
-        user = None
+    if user is not None and config.oidc.enabled and (not user.password_digest or user.oidc_uid):
+        user = None  # with OIDC on, only users with a local password and no OIDC link can reset
     if user is None:
         request.session.flash("No local user exists with that e-mail address. Please check and try again.", "alert")
         return HTTPFound(location="/login/reset" + suffix)
