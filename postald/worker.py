@@ -35,7 +35,6 @@ from postald.processing import process_batch
 log = logging.getLogger(__name__)
 
 TASKS_INTERVAL = 60.0
-QUEUE_SAMPLE_INTERVAL = 15.0
 ELIGIBLE_IPS_TTL = 60.0
 
 
@@ -185,18 +184,12 @@ class WorkerRole:
     def _lock_keeper_loop(self, _name: str) -> None:
         timeout = float(self.config.worker.lock_timeout)
         interval = max(0.2, min(timeout / 4, 30.0))
-        last_sample = 0.0
         while not self._stopping.wait(interval):
             try:
                 with self._lockers_lock:
                     lockers = list(self._active_lockers)
                 queue.renew_locks(self.database, lockers)
                 queue.release_stale_locks(self.database, timeout)
-                if time.monotonic() - last_sample >= QUEUE_SAMPLE_INTERVAL:
-                    count, age = queue.depth(self.database)
-                    metrics.queue_depth.set(count)
-                    metrics.queue_oldest_age.set(age)
-                    last_sample = time.monotonic()
             except Exception as exc:
                 metrics.worker_errors.labels(error=type(exc).__name__).inc()
                 log.exception("worker.lock_keeper_failed")
