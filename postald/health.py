@@ -62,9 +62,16 @@ def health_address(config, default_port: int, default_bind: str) -> tuple[str, i
 
 
 def start_health_server(name: str, config, default_port: int, default_bind: str, check: Callable[[], None] | None = None):
-    """Start a gevent WSGI health server in the background; None if the port is taken."""
+    """Start a gevent WSGI health server in the background; None if the port is taken.
+
+    The worker's health server also exports the installation-wide queue gauges
+    (:mod:`postald.ops_metrics`).
+    """
     from gevent.pywsgi import WSGIServer
 
+    from postald import ops_metrics
+
+    ops_metrics.install_for_role(name, config)
     bind, port = health_address(config, default_port, default_bind)
     server = WSGIServer((bind, port), health_app(name, check), log=None, error_log=logging.getLogger("postald.health.wsgi"))
     try:

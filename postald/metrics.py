@@ -35,11 +35,10 @@ smtp_server_client_errors = Counter("postal_smtp_server_client_errors", "Errors 
 smtp_server_messages = Counter("postal_smtp_server_messages", "Messages accepted", ["type", "tls"])
 
 # -- (beyond) ------------------------------------------------------------------
+# postal_queue_depth, postal_queue_oldest_message_age_seconds and postal_webhook_backlog
+# are sampled from the database at scrape time: see postald.ops_metrics.
 smtp_server_sessions_open = Gauge("postal_smtp_server_sessions_open", "SMTP sessions currently open")
-queue_depth = Gauge("postal_queue_depth", "Queued messages waiting (sampled)")
-queue_oldest_age = Gauge("postal_queue_oldest_message_age_seconds", "Age of the oldest queued message (sampled)")
 delivery_latency = Histogram(
     "postal_delivery_latency", "Seconds from message creation to a final delivery result",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
 deliveries = Counter("postal_deliveries", "Delivery results recorded", ["scope", "status"])
-webhook_backlog = Gauge("postal_webhook_backlog", "Webhook requests waiting (sampled)")

@@ -114,7 +114,14 @@ class Database:
         return self.sessionmaker()
 
     def ping(self) -> None:
-        """Raise :class:`DatabaseUnavailable` unless the main database answers."""
+        """Raise :class:`DatabaseUnavailable` unless the main database answers.
+
+        An open SQLite connection keeps answering after its file was removed
+        or moved away, so for SQLite the file must also still be in place.
+        """
+        path = make_url(self.url).database if not self.is_mysql else None
+        if path and path != ":memory:" and not os.path.isfile(path):
+            raise DatabaseUnavailable(f"the SQLite database file is missing: {path}")
         try:
             with self.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))

@@ -1,0 +1,180 @@
+"""Each role as a real process: /metrics carries Postal's metric names and postald's own,
+and /health is OK only while the role can reach its database."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import smtplib
+import socket
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.engine import make_url
+
+from postald.config import load
+from postald.signing import signing_key
+from schema.main import QueuedMessage, ScheduledTask, WebhookRequest, utcnow
+from schema.migrate import upgrade_main
+from schema.session import Database
+from tests.factories import add_credential, add_domain, make_server
+from tests.ops.roles import POSTAL_METRICS, DatabaseSwitch, RoleProcess, free_port, get, scrape, wait_for
+from tests.support.dns_server import DNSServer
+from tests.support.smtp_sink import SMTPSink
+
+pytestmark = pytest.mark.timeout(120)
+
+RAW = b"From: sender@example.com\r\nTo: someone@example.org\r\nSubject: ops\r\n\r\nHello.\r\n"
+
+
+@pytest.fixture
+def installation(config_environ, backend, tmp_path):
+    """A migrated installation, a DNS server and a relay sink on loopback, and a database switch."""
+    with DNSServer() as dns_server, SMTPSink() as sink:
+        environ = dict(config_environ, DNS_NAMESERVERS=dns_server.nameserver, DNS_TIMEOUT="1",
+                       POSTAL_SMTP_RELAYS=f"smtp://127.0.0.1:{sink.port}?ssl_mode=None",
+                       WORKER_POLL_INTERVAL="0.2", PORT=str(free_port()), BIND_ADDRESS="127.0.0.1")
+        config = load(path=None, environ=environ)
+        database = Database(config)
+        upgrade_main(database)
+        signing_key(config)
+        main_db_path = None if database.is_mysql else make_url(config.main_db_url()).database
+        switch = DatabaseSwitch(backend, environ, main_db_path)
+        try:
+            yield environ, database, sink, switch
+        finally:
+            switch.close()
+            database.dispose()
+
+
+@pytest.fixture
+def role(installation, tmp_path):
+    """Start a role module against the installation; every process is stopped at teardown."""
+    started: list[RoleProcess] = []
+
+    def start(module: str) -> RoleProcess:
+        process = RoleProcess(module, installation[3].role_environ, tmp_path / f"{module}.log")
+        started.append(process)
+        process.wait_healthy()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def plain_auth(username: str, password: str) -> str:
+    return base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+
+
+def assert_postal_names(metrics, role: str) -> None:
+    """Every Postal metric of the role is declared under Postal's exact name."""
+    for name in POSTAL_METRICS[role]:
+        assert name in metrics.types, name
+        if not name.endswith("_total"):  # a counter Postal exports without the suffix keeps it off
+            assert name + "_total" not in metrics.text, name
+
+
+def assert_health_follows_the_database(process: RoleProcess, switch: DatabaseSwitch) -> None:
+    switch.stop()
+    try:
+        status, body = get(process.health_port, "/health")
+        assert status == 503 and body.startswith("Unhealthy: "), (status, body)
+        status, _ = get(process.health_port, "/metrics")  # metrics still answer while the database is away
+        assert status == 200
+    finally:
+        switch.restore()
+    wait_for(lambda: get(process.health_port, "/health") == (200, "OK"), what="/health to recover")
+
+
+def test_worker_metrics_and_health(installation, role):
+    environ, database, sink, switch = installation
+    server_id = make_server(database)
+    domain_id = add_domain(database, server_id, "example.com")
+    message_db = database.message_db(server_id)
+    message_db.insert_message(scope="outgoing", rcpt_to="someone@example.org", mail_from="sender@example.com",
+                              domain_id=domain_id, raw=RAW)
+    now = utcnow()
+    long_ago = now - dt.timedelta(minutes=20)
+    with database.unit_of_work() as session:
+        # Waiting for a retry in an hour: counted in the queue gauges, left alone by the worker.
+        session.add(QueuedMessage(server_id=server_id, message_id=999, domain="example.net", batch_key="b",
+                                  created_at=long_ago, updated_at=long_ago, retry_after=now + dt.timedelta(hours=1)))
+        session.add_all([WebhookRequest(server_id=server_id, url="http://127.0.0.1:9/", event="MessageSent",
+                                        payload="{}", retry_after=now + dt.timedelta(hours=1)) for _ in range(2)])
+        session.add(ScheduledTask(name="PruneSuppressionListsScheduledTask", next_run_after=long_ago))
+
+    worker = role("postald.worker")
+    wait_for(lambda: sink.messages, what="the delivery")
+
+    def delivered_and_observed():
+        metrics = scrape(worker.health_port)
+        return metrics if metrics.value("postal_deliveries_total", scope="outgoing", status="Sent") else None
+
+    metrics = wait_for(delivered_and_observed, what="the delivery to be counted")
+    assert_postal_names(metrics, "worker")
+    assert metrics.types["postal_worker_job_executions"] == "counter"
+    assert metrics.value("postal_worker_job_executions", job="ProcessQueuedMessagesJob") >= 1
+    assert metrics.value("postal_worker_job_runtime_count", job="ProcessQueuedMessagesJob") >= 1
+    assert metrics.value("postal_message_queue_latency_count") >= 1
+    assert metrics.value("postal_worker_task_runtime_count", task="PruneSuppressionListsScheduledTask") == 1
+    # (beyond)
+    assert metrics.value("postal_delivery_latency_count") == 1
+    assert metrics.value("postal_queue_depth") == 1
+    assert 20 * 60 <= metrics.value("postal_queue_oldest_message_age_seconds") < 22 * 60
+    assert metrics.value("postal_webhook_backlog") == 2
+
+    assert_health_follows_the_database(worker, switch)
+    if switch.proxy is not None:
+        # The work loops met the outage and counted it.
+        assert scrape(worker.health_port).total("postal_worker_errors") >= 1
+
+
+def test_smtp_server_metrics_and_health(installation, role):
+    environ, database, sink, switch = installation
+    server_id = make_server(database)
+    add_domain(database, server_id, "example.com")
+    key = add_credential(database, server_id)
+    smtp = role("postald.smtp.server")
+    port = int(environ["PORT"])
+
+    before = scrape(smtp.health_port)
+    assert before.value("postal_smtp_server_sessions_open") == 0
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("client.test")
+        assert client.docmd("AUTH", "PLAIN " + plain_auth("main", "not-the-key"))[0] == 535
+        assert scrape(smtp.health_port).value("postal_smtp_server_sessions_open") == 1
+        client.rset()
+        assert client.docmd("AUTH", "PLAIN " + plain_auth("main", key))[0] == 235
+        refused = client.sendmail("sender@example.com", ["someone@example.org"], RAW)
+        assert refused == {}
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw_client:
+        reader = raw_client.makefile("rb")
+        reader.readline()
+        raw_client.sendall(b"HELO client.test\r\nRCPT TO:<x@example.org>\r\nQUIT\r\n")
+        while reader.readline():
+            pass
+
+    metrics = wait_for(lambda: (m := scrape(smtp.health_port)).value("postal_smtp_server_sessions_open") == 0
+                       and m, what="the sessions to close")
+    assert_postal_names(metrics, "smtp-server")
+    assert "postal_smtp_server_connections_total 2.0" in metrics.text.splitlines()
+    assert metrics.value("postal_smtp_server_tls_connections_total") == 0
+    for command in ("EHLO", "HELO", "RSET", "AUTH PLAIN"):
+        assert metrics.value("postal_smtp_server_commands_total", command=command) >= 1, command
+    assert metrics.value("postal_smtp_server_client_errors", error="invalid-credentials") == 1
+    assert metrics.value("postal_smtp_server_client_errors", error="mail-from-out-of-order") is None
+    assert metrics.value("postal_smtp_server_client_errors", error="rcpt-to-out-of-order") == 1
+    assert metrics.value("postal_smtp_server_messages_total", type="outgoing", tls="no") == 1
+    assert "postal_smtp_server_client_errors_total" not in metrics.text  # Postal's name, without _total
+
+    assert_health_follows_the_database(smtp, switch)
+
+
+def test_web_server_health(installation, role):
+    environ, database, sink, switch = installation
+    web = role("pyramid_app.server")
+    status, text = get(web.health_port, "/metrics")
+    assert status == 200 and "# TYPE" in text
+    assert get(web.health_port, "/")[1].startswith("web-server (pid: ")
+    assert_health_follows_the_database(web, switch)
