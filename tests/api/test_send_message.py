@@ -8,6 +8,7 @@ import email.policy
 import re
 
 import pytest
+from sqlalchemy import select
 
 from tests.api.conftest import CLIENT_PTR, b64
 
@@ -372,3 +373,69 @@ def test_messages_are_queued_for_delivery(api, world):
     result = api.post(PATH, defaults(world), key=world.key)
     ids = {entry["id"] for entry in result.data["messages"].values()}
     assert ids <= world.queued_message_ids()
+
+
+def test_ip_pool_address_is_chosen_when_pools_are_in_use(environment):
+    """With ``postal.use_ip_pools`` the queue entry carries an address of the server's pool."""
+    from postald.config import load
+    from postald.outgoing_message import OutgoingMessagePrototype
+    from postald.services import ip_pools, servers
+    from schema.main import QueuedMessage
+    from schema.session import Database
+    from tests.api.conftest import make_world
+
+    own_world = make_world(environment.database)
+    with own_world.database.unit_of_work() as session:
+        pool = ip_pools.create_pool(session, f"Pool {own_world.server_id}")
+        address = ip_pools.add_address(session, pool, f"10.1.{own_world.server_id // 250}.{own_world.server_id % 250 + 1}",
+                                       "ip.example.com")
+        server = servers.get(session, own_world.server_id)
+        server.ip_pool_id = pool.id
+        session.flush()
+        session.expunge(server)
+        address_id = address.id
+    pooled = Database(load(path=None, environ={**environment.environ, "POSTAL_USE_IP_POOLS": "true"}))
+    try:
+        prototype = OutgoingMessagePrototype(pooled, server, "127.0.0.1", "api", defaults(own_world, cc=[], bcc=[]))
+        created = prototype.send()["messages"]["test@example.com"]
+        with pooled.unit_of_work() as session:
+            queued = session.scalars(select(QueuedMessage).where(QueuedMessage.message_id == created["id"],
+                                                                 QueuedMessage.server_id == own_world.server_id)).one()
+            assert queued.ip_address_id == address_id
+    finally:
+        pooled.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_requests_are_each_stored_and_queued(environment):
+    """Requests arriving together share commits (group commit) yet each gets its own messages."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.api.conftest import make_world
+
+    world = make_world(environment.database)
+    url = environment.base_url + PATH
+
+    def send(number: int) -> tuple[int, dict]:
+        params = defaults(world, to=[f"c{number}@example.com"], cc=[f"cc{number}@example.com"], bcc=[],
+                          subject=f"Concurrent {number}")
+        with requests.Session() as session:
+            response = session.post(url, json=params, timeout=60,
+                                    headers={"Host": "postal.test", "X-Server-API-Key": world.key})
+        return number, response.json()
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(send, range(36)))
+    ids = set()
+    for number, body in results:
+        assert body["status"] == "success", body
+        messages = body["data"]["messages"]
+        assert set(messages) == {f"c{number}@example.com", f"cc{number}@example.com"}
+        for address, entry in messages.items():
+            stored = world.message_db.message(entry["id"])
+            assert (stored.rcpt_to, stored.token, stored.subject) == (address, entry["token"], f"Concurrent {number}")
+            ids.add(entry["id"])
+    assert len(ids) == 72
+    assert world.queued_message_ids() == ids
