@@ -102,26 +102,28 @@ class RecipientClassifier:
         return Recipient("credential", address, server.id)
 
     def _incoming(self, session, address: str) -> Recipient | Rejection | None:
-        route = route_service.find_for_address(session, address)
+        route = route_service.match_address(session, address)  # one narrow query: this is the hot path
         if route is None:
             return None
-        server = session.get(Server, route.server_id)
-        if server is None or server.suspended:
+        if route.server_suspended:
             return Rejection(replies.SERVER_SUSPENDED, "server-suspended")
         if route.mode == "Reject":
             return Rejection(replies.ROUTE_REJECTS, "route-rejection")
-        return Recipient("route", address, server.id, route.id, deliveries=deliveries_through(session, route))
+        return Recipient("route", address, route.server_id, route.id, deliveries=deliveries_through(session, route))
 
 
-def deliveries_through(session, route: Route, bounce: bool = False) -> tuple[Delivery, ...]:
-    """The messages a route creates: one for its endpoint (when its mode is
-    Endpoint), plus one per additional endpoint that still exists."""
+def deliveries_through(session, route, bounce: bool = False) -> tuple[Delivery, ...]:
+    """The messages a route (a Route, or a row with its columns) creates: one for
+    its endpoint (when its mode is Endpoint), plus one per additional endpoint
+    that still exists."""
     endpoint_type = endpoint_id = None
     if route.mode == "Endpoint" and route.endpoint_id is not None:
         endpoint_type, endpoint_id = route.endpoint_type, route.endpoint_id
     first = Delivery(route.id, route.domain_id, endpoint_type, endpoint_id, bounce)
     if route.mode != "Endpoint":
         return (first,)  # additional endpoints exist only on Endpoint routes
+    if not isinstance(route, Route):
+        route = session.get(Route, route.id)
     extra = tuple(
         Delivery(route.id, route.domain_id, endpoint_service.type_name(endpoint), endpoint.id, bounce)
         for endpoint in route_service.additional_endpoints(session, route)
