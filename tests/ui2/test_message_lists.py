@@ -12,6 +12,8 @@ import pytest
 
 from tests.ui2.conftest import SERVER_URL, bulk_insert, raw_message
 
+pytestmark = pytest.mark.timeout(120)
+
 OUTGOING = SERVER_URL + "/messages/outgoing"
 INCOMING = SERVER_URL + "/messages/incoming"
 

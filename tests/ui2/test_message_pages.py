@@ -10,6 +10,8 @@ from sqlalchemy import insert
 from schema.message_db import clicks, links, loads, spam_checks
 from tests.ui2.conftest import SERVER_URL, raw_message
 
+pytestmark = pytest.mark.timeout(120)
+
 HTML = '<p>hello <b>world</b></p><script>alert("XSS")</script><p class="ampimg" style="x"><img src="https://t/x.gif"></p>'
 
 

@@ -73,6 +73,15 @@ class MessageScoped(ServerScoped):
         context["title_parts"] = [self.organization.name, self.server.name, "Messages", *([title] if title else []), *titles]
         return context
 
+    def database(self):
+        """The Database, for functions that open their own main-database transaction.
+
+        The request's session is committed first: it gives its connection back
+        to the pool (SQLite's pool holds a single connection).
+        """
+        self.request.dbsession.commit()
+        return postal_database(self.request)
+
     def return_path_prefix(self) -> str:
         return f"@{self.config.dns.custom_return_path_prefix}."
 
@@ -165,7 +174,7 @@ class MessageListViews(MessageScoped):
 
     @view_config(route_name="server_messages_held_release", request_method="POST")
     def release_held(self):
-        outcome = message_actions.release_matching(postal_database(self.request), self.server.id,
+        outcome = message_actions.release_matching(self.database(), self.server.id,
                                                    self.held_search().conditions)
         notice = f"{helpers.pluralize(outcome.done, 'message')} released. Delivery will be attempted shortly."
         if outcome.skipped:
@@ -174,7 +183,7 @@ class MessageListViews(MessageScoped):
 
     @view_config(route_name="server_messages_held_cancel", request_method="POST")
     def cancel_held(self):
-        outcome = message_actions.cancel_matching(postal_database(self.request), self.server.id,
+        outcome = message_actions.cancel_matching(self.database(), self.server.id,
                                                   self.held_search().conditions)
         return helpers.redirect(self.request, self.held_url(),
                                 notice=f"The hold on {helpers.pluralize(outcome.done, 'message')} has been cancelled.")
@@ -397,7 +406,7 @@ class MessageViews(MessageScoped):
     @view_config(route_name="server_message_retry", request_method="POST")
     def retry(self):
         try:
-            outcome = queue.release(postal_database(self.request), self.server.id, self.message.id)
+            outcome = queue.release(self.database(), self.server.id, self.message.id)
         except queue.MessageUnavailable:
             return helpers.redirect(self.request, self.message_url(), alert="This message is no longer available.")
         notices = {
@@ -409,7 +418,7 @@ class MessageViews(MessageScoped):
 
     @view_config(route_name="server_message_cancel_hold", request_method="POST")
     def cancel_hold(self):
-        queue.cancel_hold(postal_database(self.request), self.server.id, self.message.id)
+        queue.cancel_hold(self.database(), self.server.id, self.message.id)
         return helpers.redirect(self.request, self.message_url())
 
     @view_config(route_name="server_message_remove_from_queue", request_method="DELETE")
