@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import ipaddress
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -55,9 +57,66 @@ class Call:
 
 
 def client_ip(request) -> str:
-    """The client address (``X-Forwarded-For`` believed only from trusted proxies)."""
-    method = getattr(request, "client_ip", None)
-    return method if isinstance(method, str) else (request.remote_addr or "")
+    """The client's address: the peer, or when the peer is a trusted proxy the last
+    untrusted address it forwarded for (``Forwarded: for=``, else ``X-Forwarded-For``;
+    the first one when every address is trusted)."""
+    remote = request.remote_addr or ""
+    networks = _trusted_networks(request.registry.settings["postal.config"])
+    if not _trusted(remote, networks):
+        return remote
+    chain = _forwarded_for(request.headers.get("Forwarded", ""))
+    if not chain:
+        chain = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+    for address in reversed(chain):
+        if not _trusted(address, networks):
+            return address
+    return chain[0] if chain else remote
+
+
+def _forwarded_for(header: str) -> list[str]:
+    """The ``for=`` addresses of an RFC 7239 ``Forwarded`` header, ports and brackets removed."""
+    addresses = []
+    for element in header.split(","):
+        for pair in element.split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name.lower() != "for" or not value:
+                continue
+            value = value.strip().strip('"')
+            if value.startswith("["):
+                value = value[1:].split("]", 1)[0]
+            elif value.count(":") == 1:
+                value = value.split(":", 1)[0]
+            addresses.append(value)
+    return addresses
+
+
+_UNIQUE_LOCAL = re.compile(r"^fd[0-9a-f]{2}:", re.I)
+_networks_cache: dict[int, tuple[Any, list]] = {}
+
+
+def _trusted_networks(config) -> list:
+    """``postal.trusted_proxies`` as networks (entries that do not parse are ignored)."""
+    cached = _networks_cache.get(id(config))
+    if cached is None or cached[0] is not config:
+        networks = []
+        for entry in config.postal.trusted_proxies or []:
+            try:
+                networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
+            except ValueError:
+                continue
+        cached = _networks_cache[id(config)] = (config, networks)
+    return cached[1]
+
+
+def _trusted(address: str, networks: list) -> bool:
+    """Loopback, ``localhost``, unix sockets and ``fdXX:`` addresses, plus the configured proxies."""
+    if address in ("", "localhost", "unix") or address.startswith("unix:") or _UNIQUE_LOCAL.match(address):
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_loopback or any(ip in network for network in networks if network.version == ip.version)
 
 
 # -- authentication -------------------------------------------------------------------

@@ -439,3 +439,21 @@ def test_concurrent_requests_are_each_stored_and_queued(environment):
             ids.add(entry["id"])
     assert len(ids) == 72
     assert world.queued_message_ids() == ids
+
+
+@pytest.mark.parametrize("remote, headers, expected", [
+    ("127.0.0.1", {"Forwarded": 'for=203.0.113.9;proto=https, for="[::1]:443"'}, "203.0.113.9"),
+    ("127.0.0.1", {"X-Forwarded-For": "198.51.100.4, 127.0.0.1"}, "198.51.100.4"),
+    ("127.0.0.1", {"Forwarded": "for=203.0.113.9", "X-Forwarded-For": "198.51.100.4"}, "203.0.113.9"),
+    ("127.0.0.1", {"X-Forwarded-For": "127.0.0.2, ::1"}, "127.0.0.2"),
+    ("192.0.2.50", {"X-Forwarded-For": "198.51.100.4"}, "192.0.2.50"),
+])
+def test_client_address_behind_trusted_proxies(environment, remote, headers, expected):
+    """The Received header names the client the proxy forwarded for, only when the peer is trusted."""
+    from tests.api.conftest import make_world
+
+    world = make_world(environment.database)
+    response = environment.app.post_json(PATH, defaults(world, cc=[], bcc=[]), extra_environ={"REMOTE_ADDR": remote},
+                                         headers={"Host": "postal.test", "X-Server-API-Key": world.key, **headers})
+    message = world.message_db.message(response.json["data"]["messages"]["test@example.com"]["id"])
+    assert f"[{expected}]) by postal.test" in message.headers()["received"][0]
