@@ -109,6 +109,8 @@ def area_chart_svg(series: list[tuple[str, list[int]]], width: int = 1000, heigh
     plot_w, plot_h = width - left - 10, height - top - bottom
     longest = max((len(values) for _, values in series), default=0)
     maximum = _nice_maximum(max((max(values) for _, values in series if values), default=0))
+    if maximum < gridlines:
+        gridlines = maximum  # small counts: one gridline per whole message
 
     def x(i: int) -> float:
         return left + (plot_w * i / (longest - 1) if longest > 1 else plot_w / 2)

@@ -88,3 +88,10 @@ def test_overview_page_shows_the_graph_once_there_are_messages(site, site_admin)
     data = json.loads(re.search(r'data-data="([^"]*)"', page).group(1).replace("&#34;", '"'))
     assert len(data) == 30 and data[-1]["outgoing"] >= 1
     assert f'href="{SERVER_URL}/messages/{message.id}">Graphed message</a>' in page
+
+
+def test_small_counts_get_whole_number_gridlines():
+    root = ET.fromstring(charts.area_chart_svg([("Outgoing", [0, 0, 1]), ("Incoming", [0, 0, 0])]))
+    assert [t.text for t in root.findall(f"{SVG}text")] == ["0", "1"]
+    root = ET.fromstring(charts.area_chart_svg([("Outgoing", [0, 3])]))
+    assert [t.text for t in root.findall(f"{SVG}text")] == ["0", "1.25", "2.5", "3.75", "5"]
