@@ -92,9 +92,9 @@ def chromium():
     browser.close()
 
 
-def send_through_api(port: str, api_key: str) -> dict:
+def send_through_api(port: str, api_key: str, to: str = "rachel@example.com") -> dict:
     body = {
-        "to": ["rachel@example.com"], "from": "Tom <tom@acme.example>", "subject": "Browser journey",
+        "to": [to], "from": "Tom <tom@acme.example>", "subject": "Browser journey",
         "plain_body": "Hello from the plain part.", "html_body": "<p>Hello from the <b>HTML</b> part.</p>",
         "tag": "journey",
         "attachments": [{"name": "notes.txt", "content_type": "text/plain",
@@ -107,6 +107,14 @@ def send_through_api(port: str, api_key: str) -> dict:
         answer = json.load(response)
     assert answer["status"] == "success", answer
     return answer["data"]
+
+
+def wait_until(check, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s")
+        time.sleep(0.1)
 
 
 def screenshot_element(browser, selector: str, path: Path) -> None:
@@ -123,6 +131,7 @@ def screenshot_element(browser, selector: str, path: Path) -> None:
 def test_follow_a_message_sent_through_the_api(web_server, chromium):
     base, port, api_key = web_server
     data = send_through_api(port, api_key)
+    send_through_api(port, api_key, to="someone-else@example.com")
     message_id = data["messages"]["rachel@example.com"]["id"]
     ARTIFACTS.mkdir(exist_ok=True)
     b = chromium
@@ -138,11 +147,20 @@ def test_follow_a_message_sent_through_the_api(web_server, chromium):
 
     # find it by search
     b.navigate(base + SERVER + "/messages/outgoing")
+    assert "Showing 2 of 2 messages" in b.text()
+    b.evaluate("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'f'}))")
+    assert b.evaluate("document.activeElement.classList.contains('js-message-search')")
     b.fill({".js-message-search": "to: rachel@example.com tag: journey"})
-    b.submit("document.querySelector('form.message-search').requestSubmit()")
-    assert "query=to" in b.location()
-    assert "Browser journey" in b.text() and "Showing 1 of 1 message" in b.text()
+    b.evaluate("document.querySelector('form.message-search').requestSubmit()")  # answered without a page load
+    wait_until(lambda: "Showing 1 of 1 message" in b.text(), "the filtered list")
+    assert "query=to" in b.location() and "Browser journey" in b.text() and "someone-else" not in b.text()
+    assert "query=to" in b.evaluate("document.querySelector('.js-export-link').href")
     shot("search")
+    b.fill({".js-message-search": "nothing to see"})
+    b.evaluate("document.querySelector('form.message-search').requestSubmit()")
+    wait_until(lambda: "It doesn't appear you entered anything to filter on." in b.text(), "the search alert")
+    assert "Showing 2 of 2 messages" in b.text()
+    b.navigate(base + SERVER + "/messages/outgoing?query=to:rachel@example.com")
     b.submit("document.querySelector('.message-item__link').click()")
     assert b.location().endswith(f"{SERVER}/messages/{message_id}")
     assert "Credential" in b.text() and "browser" in b.text() and "journey" in b.text()
