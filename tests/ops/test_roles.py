@@ -4,9 +4,13 @@ and /health is OK only while the role can reach its database."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import json
 import smtplib
 import socket
+import zlib
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import update
@@ -27,11 +31,51 @@ pytestmark = pytest.mark.timeout(120)
 RAW = b"From: sender@example.com\r\nTo: someone@example.org\r\nSubject: ops\r\n\r\nHello.\r\n"
 
 
+@dataclass
+class Installation:
+    environ: dict
+    database: Database
+    sink: SMTPSink
+    switch: DatabaseSwitch
+    gelf: socket.socket
+
+    def __iter__(self):
+        return iter((self.environ, self.database, self.sink, self.switch))
+
+
+@contextlib.contextmanager
+def gelf_socket():
+    """A UDP socket on loopback that the roles send their GELF log messages to."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def assert_gelf_from(installation: Installation, component: str) -> None:
+    """A GELF message of the role has reached the test's UDP socket."""
+    def received():
+        try:
+            datagram = installation.gelf.recv(65536)
+        except socket.timeout:
+            return False
+        if datagram[:2] == b"\x1e\x0f":  # a chunk of a large message: not one of the short start-up lines
+            return False
+        document = json.loads(zlib.decompress(datagram))
+        return document.get("_component") == component and document["version"] == "1.1"
+
+    wait_for(received, timeout=10, interval=0, what=f"a GELF message from the {component}")
+
+
 @pytest.fixture
 def installation(config_environ, backend, tmp_path):
     """A migrated installation, a DNS server and a relay sink on loopback, and a database switch."""
-    with DNSServer() as dns_server, SMTPSink() as sink:
+    with DNSServer() as dns_server, SMTPSink() as sink, gelf_socket() as gelf:
         environ = dict(config_environ, DNS_NAMESERVERS=dns_server.nameserver, DNS_TIMEOUT="1",
+                       GELF_HOST="127.0.0.1", GELF_PORT=str(gelf.getsockname()[1]),
                        POSTAL_SMTP_RELAYS=f"smtp://127.0.0.1:{sink.port}?ssl_mode=None",
                        WORKER_POLL_INTERVAL="0.2", PORT=str(free_port()), BIND_ADDRESS="127.0.0.1")
         config = load(path=None, environ=environ)
@@ -41,7 +85,7 @@ def installation(config_environ, backend, tmp_path):
         main_db_path = None if database.is_mysql else make_url(config.main_db_url()).database
         switch = DatabaseSwitch(backend, environ, main_db_path)
         try:
-            yield environ, database, sink, switch
+            yield Installation(environ, database, sink, switch, gelf)
         finally:
             switch.close()
             database.dispose()
@@ -53,7 +97,7 @@ def role(installation, tmp_path):
     started: list[RoleProcess] = []
 
     def start(module: str) -> RoleProcess:
-        process = RoleProcess(module, installation[3].role_environ, tmp_path / f"{module}.log")
+        process = RoleProcess(module, installation.switch.role_environ, tmp_path / f"{module}.log")
         started.append(process)
         process.wait_healthy()
         return process
@@ -75,13 +119,15 @@ def assert_postal_names(metrics, role: str) -> None:
             assert name + "_total" not in metrics.text, name
 
 
-def assert_health_follows_the_database(process: RoleProcess, switch: DatabaseSwitch) -> None:
+def assert_health_follows_the_database(process: RoleProcess, switch: DatabaseSwitch, while_down=None) -> None:
     switch.stop()
     try:
         status, body = get(process.health_port, "/health")
         assert status == 503 and body.startswith("Unhealthy: "), (status, body)
         status, _ = get(process.health_port, "/metrics")  # metrics still answer while the database is away
         assert status == 200
+        if while_down is not None:
+            while_down()
     finally:
         switch.restore()
     wait_for(lambda: get(process.health_port, "/health") == (200, "OK"), what="/health to recover")
@@ -105,6 +151,7 @@ def test_worker_metrics_and_health(installation, role):
         session.add(ScheduledTask(name="PruneSuppressionListsScheduledTask", next_run_after=long_ago))
 
     worker = role("postald.worker")
+    assert_gelf_from(installation, "worker")
     wait_for(lambda: sink.messages, what="the delivery")
 
     def delivered_and_observed():
@@ -124,10 +171,13 @@ def test_worker_metrics_and_health(installation, role):
     assert 20 * 60 <= metrics.value("postal_queue_oldest_message_age_seconds") < 22 * 60
     assert metrics.value("postal_webhook_backlog") == 2
 
-    assert_health_follows_the_database(worker, switch)
-    if switch.proxy is not None:
-        # The work loops met the outage and counted it.
-        assert scrape(worker.health_port).total("postal_worker_errors") >= 1
+    def errors_counted():
+        # The work loops meet the outage (a refused connection on MariaDB) and count it.
+        if switch.proxy is not None:
+            wait_for(lambda: scrape(worker.health_port).total("postal_worker_errors") >= 1, 10,
+                     what="postal_worker_errors to count the outage")
+
+    assert_health_follows_the_database(worker, switch, errors_counted)
 
 
 def test_smtp_server_metrics_and_health(installation, role):
@@ -136,6 +186,7 @@ def test_smtp_server_metrics_and_health(installation, role):
     add_domain(database, server_id, "example.com")
     key = add_credential(database, server_id)
     smtp = role("postald.smtp.server")
+    assert_gelf_from(installation, "smtp-server")
     port = int(environ["PORT"])
 
     before = scrape(smtp.health_port)
@@ -174,6 +225,7 @@ def test_smtp_server_metrics_and_health(installation, role):
 def test_web_server_health(installation, role):
     environ, database, sink, switch = installation
     web = role("pyramid_app.server")
+    assert_gelf_from(installation, "web-server")
     status, text = get(web.health_port, "/metrics")
     assert status == 200 and "# TYPE" in text
     assert get(web.health_port, "/")[1].startswith("web-server (pid: ")
