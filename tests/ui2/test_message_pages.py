@@ -185,3 +185,13 @@ def test_member_sees_messages_outsider_does_not(site_member, site_outsider, mess
 def test_signed_out_visitors_are_sent_to_login(site_anonymous, message):
     response = site_anonymous.get(url(message, "html_raw"), extra_environ={"HTTP_HOST": "postal.test"}, status=302)
     assert "/login" in response.location
+
+
+def test_attachment_names_are_safe_in_headers(admin, message_db):
+    tricky = message_db.insert_message(
+        scope="outgoing", rcpt_to="a@example.com", mail_from="b@acme.example",
+        raw=raw_message(subject="Tricky name", attachment=('résumé "final".pdf', b"%PDF-1.4", "application/pdf")))
+    response = admin.get(url(tricky, "attachment") + "?attachment=0")
+    assert response.body == b"%PDF-1.4"
+    assert response.headers["Content-Disposition"] == (
+        "attachment; filename=\"r_sum_ final.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20final.pdf")

@@ -174,3 +174,12 @@ def test_held_list_and_bulk_actions(admin, database, world, message_db):
     assert "3 messages released." in everything.text and "1 message could not be released" in everything.text
     queued = [m for m, _, _, _ in queued_rows(database, world["server"])]
     assert sorted(queued) == sorted([held[0].id, held[1].id, held[2].id])
+
+
+def test_queue_page_links_stay_few_for_long_queues():
+    from pyramid_app.ui.views.queue import page_numbers
+
+    assert page_numbers(1, 1) == [1]
+    assert page_numbers(1, 6) == [1, 2, 3, 4, 5, 6]
+    assert page_numbers(50, 400) == [1, None, 46, 47, 48, 49, 50, 51, 52, 53, 54, None, 400]
+    assert page_numbers(399, 400) == [1, None, 395, 396, 397, 398, 399, 400]

@@ -12,6 +12,7 @@ import email.parser
 import email.policy
 import io
 import re
+from urllib.parse import quote
 
 from markupsafe import Markup, escape
 from pyramid.renderers import render
@@ -252,6 +253,16 @@ def attachments_of(mail) -> list:
     return found
 
 
+def attachment_disposition(filename: str) -> str:
+    """``Content-Disposition`` of a download: an ASCII ``filename`` and, when needed, RFC 5987 ``filename*``."""
+    cleaned = "".join(c for c in filename if c >= " " and c not in '"\\\x7f') or "attachment"
+    fallback = cleaned.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    value = f'attachment; filename="{fallback}"'
+    if fallback != cleaned:
+        value += f"; filename*=UTF-8''{quote(cleaned, safe='')}"
+    return value
+
+
 def deliveries_markup(details: str | None, message_href) -> Markup:
     """Delivery details, escaped, with ``<msg:ID>`` tokens turned into links to that message."""
     def link(match) -> str:
@@ -363,8 +374,7 @@ class MessageViews(MessageScoped):
             return helpers.redirect(self.request, self.message_url("attachments"),
                                     alert="Attachment not found. Choose an attachment from the list below.")
         response = Response(body=part.get_payload(decode=True) or b"", content_type=part.get_content_type())
-        filename = (part.get_filename() or f"attachment-{index + 1}").replace('"', "").replace("\r", "").replace("\n", "")
-        response.content_disposition = f'attachment; filename="{filename}"'
+        response.content_disposition = attachment_disposition(part.get_filename() or f"attachment-{index + 1}")
         return response
 
     @view_config(route_name="server_message_download", request_method="GET")

@@ -35,4 +35,15 @@ class QueueView(MessageScoped):
                      for r in self.message_db.select_rows(select(messages).where(messages.c.id.in_(ids)))}
         items = [(row, found.get(row.message_id)) for row in rows]
         return self.context("Queue", messages_tab="queue", items=items, page=page, pages=pages, total=total,
-                            page_url=lambda n: page_url(self.request, n))
+                            page_numbers=page_numbers(page, pages), page_url=lambda n: page_url(self.request, n))
+
+
+def page_numbers(page: int, pages: int, around: int = 4) -> list[int | None]:
+    """Page links to show: the first, the last and those near ``page``; None marks a gap."""
+    shown = sorted({1, pages, *range(max(1, page - around), min(pages, page + around) + 1)})
+    out: list[int | None] = []
+    for number in shown:
+        if out and number - out[-1] > 1:
+            out.append(None)
+        out.append(number)
+    return out
