@@ -4,9 +4,18 @@
 credential checks, recipient classification, sender authorisation, the
 Received header and storage.  Each method opens one short unit of work so
 that no database session outlives a single command.
+
+Hundreds of sessions may want the main database at once, but its pool holds
+``main_db.pool_size`` connections: beyond that SQLAlchemy opens overflow
+connections and closes them again on return, and opening a MariaDB
+connection costs far more than the query.  So at most that many sessions
+use the database at a time; the others wait their turn on a semaphore.
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
 
 from sqlalchemy import select
 
@@ -29,13 +38,19 @@ class DatabaseBackend:
         self.resolver = resolver if resolver is not None else received.PTRResolver.from_config(config)
         self.classifier = routing.RecipientClassifier(self.settings)
         self.store_messages = MessageStore(config, database)
+        self._slots = threading.BoundedSemaphore(max(config.main_db.pool_size, 5))
+
+    @contextlib.contextmanager
+    def _unit_of_work(self):
+        with self._slots, self.database.unit_of_work() as session:
+            yield session
 
     # -- AUTH ------------------------------------------------------------------------
 
     def authenticate_key(self, key: str) -> Credential | None:
         if not key:
             return None
-        with self.database.unit_of_work() as session:
+        with self._unit_of_work() as session:
             row = credential_service.find_by_key(session, "SMTP", key)
             if row is None or not auth.keys_equal(row.key, key):
                 return None
@@ -46,7 +61,7 @@ class DatabaseBackend:
 
     def authenticate_cram_md5(self, organization: str, server: str, challenge: str,
                               digest: str) -> tuple[bool, Credential | None]:
-        with self.database.unit_of_work() as session:
+        with self._unit_of_work() as session:
             found = server_service.find(session, f"{organization}/{server}")
             if found is None:
                 return False, None
@@ -62,30 +77,31 @@ class DatabaseBackend:
             return True, None
 
     def smtp_ip_credential(self, ip_address: str) -> Credential | None:
-        with self.database.unit_of_work() as session:
+        with self._unit_of_work() as session:
             return routing.smtp_ip_credential(session, ip_address)
 
     # -- envelope ----------------------------------------------------------------------
 
     def classify_recipient(self, address: str, local_part: str, domain: str,
                            credential: Credential | None) -> Recipient | Rejection | None:
-        session = self.database.session()  # read only: no commit needed
-        try:
-            return self.classifier.classify(session, address, local_part, domain, credential)
-        finally:
-            session.close()
+        with self._slots:
+            session = self.database.session()  # read only: no commit needed
+            try:
+                return self.classifier.classify(session, address, local_part, domain, credential)
+            finally:
+                session.close()
 
     def received_header(self, credential: Credential | None, helo_name: str | None,
                         ip_address: str | None) -> str:
         privacy = False
         if credential is not None:
-            with self.database.unit_of_work() as session:
+            with self._unit_of_work() as session:
                 server = session.get(Server, credential.server_id)
                 privacy = bool(server is not None and server.privacy_mode)
         return received.generate(self.config, self.resolver, helo_name, ip_address, "smtp", privacy)
 
     def authorised_domain(self, credential: Credential, headers: dict[str, list[str | None]]) -> int | None:
-        with self.database.unit_of_work() as session:
+        with self._unit_of_work() as session:
             server = session.get(Server, credential.server_id)
             if server is None:
                 return None
