@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import insert
 
 from schema.message_db import clicks, links, loads, spam_checks
 from tests.ui2.conftest import SERVER_URL, raw_message

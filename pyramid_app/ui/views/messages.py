@@ -25,6 +25,7 @@ from postald.errors import NotFound
 from pyramid_app.auth import postal_database
 from pyramid_app.ui import helpers
 from pyramid_app.ui.views.server_resources import ServerScoped
+from pyramid_app.ui.views.servers import server_context
 from schema.main import Credential, Domain, Route, utcnow
 from schema.message_db import clicks, links, loads, messages, spam_checks
 
@@ -66,11 +67,11 @@ class MessageScoped(ServerScoped):
     def route(self, name: str, **kw) -> str:
         return self.request.route_path(name, org=self.organization.permalink, server=self.server.permalink, **kw)
 
-    def list_url(self, scope: str, query: str | None = None) -> str:
-        return self.route(f"server_messages_{scope}", _query={"query": query} if query is not None else None)
-
     def context(self, title: str | None, *titles: str, **extra) -> dict:
-        context = server_context_for(self, **extra)
+        """The server page context plus what the message templates use; titled "… - Messages - <title>"."""
+        extra.setdefault("messages_tab", self.messages_tab)
+        context = server_context(self.request, self.organization, self.server, None, active=self.tab, route=self.route,
+                                 status_label=status_label, return_path_prefix=self.return_path_prefix(), **extra)
         context["title_parts"] = [self.organization.name, self.server.name, "Messages", *([title] if title else []), *titles]
         return context
 
@@ -85,14 +86,6 @@ class MessageScoped(ServerScoped):
 
     def return_path_prefix(self) -> str:
         return f"@{self.config.dns.custom_return_path_prefix}."
-
-
-def server_context_for(view: MessageScoped, **extra) -> dict:
-    from pyramid_app.ui.views.servers import server_context
-
-    return server_context(view.request, view.organization, view.server, None, active=view.tab,
-                          messages_tab=extra.pop("messages_tab", view.messages_tab), route=view.route,
-                          status_label=status_label, return_path_prefix=view.return_path_prefix(), **extra)
 
 
 def page_url(request, page: int) -> str:
@@ -162,7 +155,7 @@ class MessageListViews(MessageScoped):
     def held(self):
         search = self.held_search()
         conditions = [messages.c.held == 1, *search.conditions]
-        order = (messages.c.id.asc(),) if not search.oldest_first and "order" not in search.pairs else search.order_by
+        order = search.order_by if "order" in search.pairs else (messages.c.id.asc(),)  # held: by id unless asked
         page = message_search.page_of(self.message_db, conditions, order,
                                       message_search.page_number(self.request.GET.get("page")))
         alert = " ".join(search.alerts) or None
