@@ -155,8 +155,11 @@ def test_worker_metrics_and_health(installation, role):
     wait_for(lambda: sink.messages, what="the delivery")
 
     def delivered_and_observed():
+        # The job is counted when it returns, a moment after the delivery was recorded.
         metrics = scrape(worker.health_port)
-        return metrics if metrics.value("postal_deliveries_total", scope="outgoing", status="Sent") else None
+        observed = (metrics.value("postal_deliveries_total", scope="outgoing", status="Sent"),
+                    metrics.value("postal_worker_job_executions", job="ProcessQueuedMessagesJob"))
+        return metrics if all(observed) else None
 
     metrics = wait_for(delivered_and_observed, what="the delivery to be counted")
     assert_postal_names(metrics, "worker")
