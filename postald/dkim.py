@@ -1,9 +1,9 @@
 """DKIM signatures for outgoing mail, built with dkimpy's primitives.
 
 The header is laid out as Postal lays it out (each tag group on its own folded
-line, ``b=`` folded at 72 characters); canonicalisation (relaxed/relaxed),
-the body hash and the RSA-SHA256 signature come from dkimpy, and dkimpy's
-verifier accepts the result.
+line, ``b=`` folded at 72 characters); canonicalisation (relaxed/relaxed) and
+header parsing come from dkimpy, the RSA-SHA256 signature from OpenSSL (through
+``cryptography``), and dkimpy's verifier accepts the result.
 
 Which key signs: the message's domain when its DKIM DNS record checked ``OK``
 (``d`` = the domain, selector ``<dns.dkim_identifier>-<identifier string>``);
@@ -14,6 +14,7 @@ selector ``dns.dkim_identifier``.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import time
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 
 import dkim as dkimpy
 from dkim.canonicalization import Relaxed
-from dkim.crypto import RSASSA_PKCS1_v1_5_sign, parse_pem_private_key
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 #: Headers signed when present (names compared lower-cased), listed in message order in ``h=``.
 SIGNED_HEADERS = (
@@ -46,9 +49,30 @@ def identity_for(config, domain) -> SigningIdentity:
     if domain is not None and domain.dkim_status == "OK" and domain.dkim_private_key:
         return SigningIdentity(domain.name, f"{config.dns.dkim_identifier}-{domain.dkim_identifier_string}",
                                domain.dkim_private_key.encode())
+    return SigningIdentity(config.dns.return_path_domain, config.dns.dkim_identifier, _installation_key(config).pem)
+
+
+def _installation_key(config, attempts: int = 5):
+    """The signing key; tolerates another process creating the missing key file at the same moment."""
     from postald.signing import signing_key
 
-    return SigningIdentity(config.dns.return_path_domain, config.dns.dkim_identifier, signing_key(config).pem)
+    for attempt in range(attempts):
+        try:
+            return signing_key(config)
+        except (FileExistsError, ValueError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
+@functools.lru_cache(maxsize=256)
+def _private_key(pem: bytes):
+    return serialization.load_pem_private_key(pem, password=None)
+
+
+def _rsa_sign(pem: bytes, digest: bytes) -> bytes:
+    """RSASSA-PKCS1-v1_5 over a SHA-256 digest (OpenSSL through ``cryptography``: dkimpy's own RSA is pure Python)."""
+    return _private_key(pem).sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
 
 
 def body_hash(body: bytes) -> str:
@@ -90,8 +114,7 @@ def signature_header(raw_message: bytes, identity: SigningIdentity, timestamp: i
         hasher.update(name + b":" + value)
     [(sig_name, sig_value)] = Relaxed.canonicalize_headers([(b"DKIM-Signature", unsigned.encode())])
     hasher.update(sig_name + b":" + sig_value.rstrip(b"\r\n"))
-    key = parse_pem_private_key(identity.private_key_pem)
-    signature = base64.b64encode(RSASSA_PKCS1_v1_5_sign(hasher, key)).decode()
+    signature = base64.b64encode(_rsa_sign(identity.private_key_pem, hasher.digest())).decode()
     return f"DKIM-Signature: {unsigned}{_fold(signature)}".encode()
 
 

@@ -30,6 +30,7 @@ from typing import Iterable
 
 from sqlalchemy import and_, delete, func, or_, select, update
 
+from postald.processing.base import retry_transaction
 from postald.services import ip_pools
 from schema.main import IPAddress, QueuedMessage, utcnow
 
@@ -135,6 +136,11 @@ def claim_batch(database, locker: str, batch: bool = True, ip_address_ids: Itera
     The first row is the oldest ready one; its friends share its ``batch_key``
     and ``ip_address_id``.  Returned rows are detached copies in claim order.
     """
+    found = retry_transaction(lambda: _claim(database, locker, batch, ip_address_ids, batch_size))
+    return locked_by(database, locker) if found else []
+
+
+def _claim(database, locker: str, batch: bool, ip_address_ids: Iterable[int] | None, batch_size: int) -> bool:
     with database.unit_of_work() as session:
         if ip_address_ids is None:
             ip_address_ids = eligible_ip_address_ids(session)
@@ -147,7 +153,7 @@ def claim_batch(database, locker: str, batch: bool = True, ip_address_ids: Itera
             .with_for_update(skip_locked=True)
         ).first()
         if first is None:
-            return []
+            return False
         ids = [first.id]
         if batch and first.batch_key is not None and batch_size > 0:
             same_ip = (QueuedMessage.ip_address_id.is_(None) if first.ip_address_id is None
@@ -166,7 +172,7 @@ def claim_batch(database, locker: str, batch: bool = True, ip_address_ids: Itera
             .values(locked_by=locker, locked_at=now)
             .execution_options(synchronize_session=False)
         )
-    return locked_by(database, locker)
+    return True
 
 
 def locked_by(database, locker: str) -> list[QueuedMessage]:
@@ -186,11 +192,14 @@ def unlock(database, queued_ids: Iterable[int], locker: str | None = None) -> in
     conditions = [QueuedMessage.id.in_(ids)]
     if locker is not None:
         conditions.append(QueuedMessage.locked_by == locker)
-    with database.unit_of_work() as session:
-        return session.execute(
-            update(QueuedMessage).where(*conditions).values(locked_by=None, locked_at=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    def work() -> int:
+        with database.unit_of_work() as session:
+            return session.execute(
+                update(QueuedMessage).where(*conditions).values(locked_by=None, locked_at=None)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+
+    return retry_transaction(work)
 
 
 def renew_locks(database, lockers: Iterable[str]) -> int:
@@ -198,23 +207,29 @@ def renew_locks(database, lockers: Iterable[str]) -> int:
     names = list(lockers)
     if not names:
         return 0
-    with database.unit_of_work() as session:
-        return session.execute(
-            update(QueuedMessage).where(QueuedMessage.locked_by.in_(names)).values(locked_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    def work() -> int:
+        with database.unit_of_work() as session:
+            return session.execute(
+                update(QueuedMessage).where(QueuedMessage.locked_by.in_(names)).values(locked_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ).rowcount
+
+    return retry_transaction(work)
 
 
 def release_stale_locks(database, older_than_seconds: float) -> int:
     """Unlock rows whose lock has not been renewed for ``older_than_seconds`` (their worker died)."""
     cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
-    with database.unit_of_work() as session:
-        count = session.execute(
-            update(QueuedMessage)
-            .where(QueuedMessage.locked_at.is_not(None), QueuedMessage.locked_at < cutoff)
-            .values(locked_by=None, locked_at=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    def work() -> int:
+        with database.unit_of_work() as session:
+            return session.execute(
+                update(QueuedMessage)
+                .where(QueuedMessage.locked_at.is_not(None), QueuedMessage.locked_at < cutoff)
+                .values(locked_by=None, locked_at=None)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+
+    count = retry_transaction(work)
     if count:
         log.warning("queue.stale_locks_released", extra={"count": count, "older_than": older_than_seconds})
     return count

@@ -21,7 +21,9 @@ import re
 from typing import Any
 
 from postald.services import webhooks as webhook_service
-from schema.main import WebhookRequest, new_uuid, utcnow
+from sqlalchemy import select
+
+from schema.main import Webhook, WebhookRequest, new_uuid, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,13 @@ def trigger(session, server_id: int, event: str, payload: dict[str, Any]) -> lis
     session.flush()
     log.info("webhook.triggered", extra={"server_id": server_id, "event": event, "requests": len(requests)})
     return requests
+
+
+def any_enabled(session, server_id: int) -> bool:
+    """Whether the server has an enabled webhook at all (a cheap check before building payloads)."""
+    return session.scalar(
+        select(Webhook.id).where(Webhook.server_id == server_id, Webhook.enabled.is_(True)).limit(1)
+    ) is not None
 
 
 def spam_status(message) -> str:

@@ -75,7 +75,7 @@ class WorkerRole:
             thread = threading.Thread(target=target, name=f"postald-worker-{name}", args=(name,), daemon=True)
             thread.start()
             self._threads.append(thread)
-        log.info("worker.started", extra={"threads": self.config.worker.threads, "name": self.name})
+        log.info("worker.started", extra={"threads": self.config.worker.threads, "worker": self.name})
 
     def stop(self, timeout: float = 60.0) -> None:
         self._stopping.set()
@@ -119,7 +119,7 @@ class WorkerRole:
                     or did_work
             except Exception as exc:  # a database outage: log, back off, carry on
                 metrics.worker_errors.labels(error=type(exc).__name__).inc()
-                log.exception("worker.job_failed", extra={"thread": thread_name})
+                log.exception("worker.job_failed", extra={"worker_thread": thread_name})
                 self._stopping.wait(1.0)
             if not did_work and not self.stopping:
                 self._wake.wait(float(self.config.worker.poll_interval))

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from sqlalchemy import delete, update
 
 from postald import metrics
-from postald.processing.base import INTERNAL_ERROR_DETAILS, BatchState, Job
+from postald.processing.base import FINAL_STATUSES, INTERNAL_ERROR_DETAILS, BatchState, Job
 from schema.main import Organization, QueuedMessage, Server, utcnow
 
 log = logging.getLogger("postald.processing")
@@ -42,6 +42,11 @@ def _record_internal_error(job: Job, exc: Exception) -> None:
     try:
         job.session.rollback()
         if job.done:
+            return
+        if job.deliveries and job.deliveries[-1]["status"] in FINAL_STATUSES:
+            # The outcome is recorded (the message may well have been sent): only the
+            # queue entry is left to remove.  Retrying would deliver it twice.
+            job.finish()
             return
         job.retry()
         if job.message is not None:

@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable
 
 from sqlalchemy import delete, update
+from sqlalchemy.exc import OperationalError
 
 from postald import metrics, webhooks
 from postald.senders.base import SendResult, Sender
@@ -33,6 +34,35 @@ INTERNAL_ERROR_DETAILS = ("An internal error occurred while sending this message
                           "This message will be retried automatically.")
 
 
+#: MariaDB errors that mean "run the transaction again": deadlock, lock wait timeout.
+RETRYABLE_MYSQL_ERRORS = (1213, 1205)
+TRANSACTION_ATTEMPTS = 5
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A transaction that failed only because of a concurrent one (deadlock, lock timeout, SQLite busy)."""
+    if not isinstance(exc, OperationalError):
+        return False
+    args = getattr(exc.orig, "args", ()) or ()
+    if args and args[0] in RETRYABLE_MYSQL_ERRORS:
+        return True
+    return "database is locked" in str(exc.orig)
+
+
+def retry_transaction(work: Callable[[], Any], session=None, attempts: int = TRANSACTION_ATTEMPTS) -> Any:
+    """Run ``work`` (one short transaction) again when a concurrent transaction made it fail."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except OperationalError as exc:
+            if session is not None:
+                session.rollback()
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            log.info("transaction.retrying", extra={"attempt": attempt, "error": str(exc.orig)[:200]})
+            time.sleep(0.01 * attempt)
+
+
 def default_retry_delay(attempts: int) -> float:
     """Postal's back-off: 5 minutes x 1.3^attempts (attempts made so far)."""
     return RETRY_BASE_SECONDS * (RETRY_FACTOR ** max(int(attempts or 0), 0))
@@ -48,6 +78,8 @@ class BatchState:
     def __init__(self) -> None:
         self.senders: dict[Any, Sender] = {}
         self.connect_errors: dict[Any, SendResult] = {}
+        #: server id -> whether it has any enabled webhook (looked up once per batch).
+        self.webhooks_enabled: dict[int, bool] = {}
 
     def sender(self, key: Any, factory: Callable[[], Sender]) -> Sender:
         sender = self.senders.get(key)
@@ -92,6 +124,8 @@ class Job:
         self.locker = locker
         #: The message's sending domain (schema.main.Domain), set by the outgoing processor.
         self.domain = None
+        #: Whether the recipient was found on the suppression list (None: not looked up).
+        self.suppressed: bool | None = None
         #: Set once the queued row has been removed or requeued.
         self.done = False
         self.deliveries: list[dict] = []
@@ -127,10 +161,10 @@ class Job:
         ``sent_with_ssl`` is None for outcomes the pipeline decides itself
         (holds, policy failures) and True/False for a sender's results.
         """
-        delivery = self.message_db.add_delivery(
+        delivery = retry_transaction(lambda: self.message_db.add_delivery(
             self.message.id, status, details=details, output=output, sent_with_ssl=bool(sent_with_ssl),
             log_id=log_id, time_taken=None if time is None else round(float(time), 2),
-        )
+        ))
         delivery["sent_with_ssl"] = sent_with_ssl
         held = status == "Held"
         self.message.row.update(
@@ -149,13 +183,24 @@ class Job:
         return delivery
 
     def fire_event(self, event: str, payload: dict) -> None:
-        webhooks.trigger(self.session, self.queued.server_id, event, payload)
-        self.commit()
+        server_id = self.queued.server_id
+        enabled = self.state.webhooks_enabled.get(server_id)
+        if enabled is None:
+            enabled = self.state.webhooks_enabled[server_id] = webhooks.any_enabled(self.session, server_id)
+        def work():
+            if enabled:
+                webhooks.trigger(self.session, server_id, event, payload)
+            self.commit()
+
+        retry_transaction(work, self.session)
 
     def finish(self) -> None:
         """Remove the message from the queue: its processing is over."""
-        self.session.execute(delete(QueuedMessage).where(QueuedMessage.id == self.queued.id))
-        self.commit()
+        def work():
+            self.session.execute(delete(QueuedMessage).where(QueuedMessage.id == self.queued.id))
+            self.commit()
+
+        retry_transaction(work, self.session)
         self.done = True
 
     def retry(self, delay_seconds: float | None = None) -> dt.datetime:
@@ -172,8 +217,11 @@ class Job:
 
             address = allocate_ip_address(self.session, self.server, self.message)
             values["ip_address_id"] = address.id if address is not None else None
-        self.session.execute(update(QueuedMessage).where(QueuedMessage.id == self.queued.id).values(**values))
-        self.commit()
+        def work():
+            self.session.execute(update(QueuedMessage).where(QueuedMessage.id == self.queued.id).values(**values))
+            self.commit()
+
+        retry_transaction(work, self.session)
         for name, value in values.items():
             setattr(self.queued, name, value)
         self.done = True
@@ -182,10 +230,13 @@ class Job:
 
     def unlock(self) -> None:
         """Give the row back to the queue untouched (not ready yet)."""
-        self.session.execute(
-            update(QueuedMessage).where(QueuedMessage.id == self.queued.id).values(locked_by=None, locked_at=None)
-        )
-        self.commit()
+        def work():
+            self.session.execute(
+                update(QueuedMessage).where(QueuedMessage.id == self.queued.id).values(locked_by=None, locked_at=None)
+            )
+            self.commit()
+
+        retry_transaction(work, self.session)
         self.done = True
 
 

@@ -78,6 +78,7 @@ def check_suppression_list(job: Job):
     if job.manual:
         return None
     entry = job.message_db.suppression_get("recipient", job.message.rcpt_to)
+    job.suppressed = entry is not None
     if entry is not None:
         job.log("outgoing.suppressed", text="recipient is on the suppression list")
         return _hold(job, f"Recipient ({job.message.rcpt_to}) is on the suppression list "
@@ -173,7 +174,7 @@ def send(job: Job):
     details = result.details or ""
     if result.type == "HardFail":
         details = _suppress_after_hard_fails(job, details)
-    elif result.type == "Sent":
+    elif result.type == "Sent" and job.suppressed is not False:  # unknown (manual) or on the list
         if job.message_db.suppression_remove("recipient", message.rcpt_to):
             job.log("outgoing.unsuppressed", text=f"removed {message.rcpt_to} from suppression list")
             details += " Recipient removed from suppression list."

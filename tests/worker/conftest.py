@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import pytest
@@ -18,6 +19,13 @@ from tests.support.smtp_sink import SMTPSink
 RECIPIENT_DOMAIN = "example.org"
 MX_HOST = "mx.example.org"
 SENDING_DOMAIN = "example.com"
+
+
+@pytest.fixture(autouse=True)
+def info_logging(caplog):
+    """Build every INFO record, so a bad logging call fails here rather than in production."""
+    caplog.set_level(logging.INFO, logger="postald")
+    caplog.set_level(logging.INFO, logger="schema")
 
 
 @pytest.fixture
