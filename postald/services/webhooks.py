@@ -10,13 +10,12 @@ from postald.errors import Errors, NotFound
 from schema.main import Server, Webhook, WebhookEvent
 
 URL_RE = re.compile(r"^https?://[a-z0-9\-._?=&/+:%@]+$", re.IGNORECASE)
-#: Events a user can subscribe to.
+#: Events a user can subscribe to.  Postal fires the two send-limit events
+#: only at "all events" webhooks; here they can be chosen like any other.
 EVENTS = (
     "MessageSent", "MessageDelayed", "MessageDeliveryFailed", "MessageHeld", "MessageBounced",
-    "MessageLinkClicked", "MessageLoaded", "DomainDNSError",
+    "MessageLinkClicked", "MessageLoaded", "DomainDNSError", "SendLimitApproaching", "SendLimitExceeded",
 )
-#: Events fired by the system that only "all events" webhooks receive.
-SYSTEM_EVENTS = ("SendLimitApproaching", "SendLimitExceeded")
 
 
 def create(session, server: Server, name: str, url: str, all_events: bool = True, events=(), enabled: bool = True,
@@ -64,7 +63,7 @@ def subscribed(session, server_id: int, event: str) -> list[Webhook]:
     for hook in hooks:
         if hook.all_events:
             out.append(hook)
-        elif event not in SYSTEM_EVENTS and session.scalars(
+        elif session.scalars(
             select(WebhookEvent.id).where(WebhookEvent.webhook_id == hook.id, WebhookEvent.event == event)
         ).first():
             out.append(hook)
