@@ -83,10 +83,7 @@ def link_bounce(job: Job):
             output=reason,
         )
         original.reload()
-        job.fire_event("MessageBounced", {
-            "original_message": webhooks.message_payload(original),
-            "bounce": webhooks.message_payload(message),
-        })
+        job.fire_event("MessageBounced", webhooks.bounced_payload(original, message))
     job.finish()
     return STOP
 
