@@ -19,69 +19,22 @@ HOSTNAME_RE = re.compile(r"^[a-z0-9.-]*$")
 
 def create_http(session, server: Server, name: str, url: str, encoding: str = "BodyAsJSON", format: str = "Hash",
                 strip_replies: bool = False, include_attachments: bool = True, timeout: int | None = 5) -> HTTPEndpoint:
-    errors = Errors()
-    if not name:
-        errors.add("name", "can't be blank")
-    if not url:
-        errors.add("url", "can't be blank")
-    if encoding not in ENCODINGS:
-        errors.add("encoding", "is not included in the list")
-    if format not in FORMATS:
-        errors.add("format", "is not included in the list")
-    timeout = 5 if timeout in (None, "") else timeout
-    try:
-        timeout = int(timeout)
-        if timeout < 5:
-            errors.add("timeout", "must be greater than or equal to 5")
-        elif timeout > 60:
-            errors.add("timeout", "must be less than or equal to 60")
-    except (TypeError, ValueError):
-        errors.add("timeout", "is not a number")
-    errors.raise_if_any()
-    endpoint = HTTPEndpoint(server_id=server.id, name=name, url=url, encoding=encoding, format=format,
-                            strip_replies=bool(strip_replies), include_attachments=bool(include_attachments), timeout=timeout)
+    values = _validate_http(name, url, encoding, format, strip_replies, include_attachments, timeout)
+    endpoint = HTTPEndpoint(server_id=server.id, **values)
     session.add(endpoint)
     session.flush()
     return endpoint
 
 
 def create_smtp(session, server: Server, name: str, hostname: str, port: int | None = None, ssl_mode: str = "Auto") -> SMTPEndpoint:
-    errors = Errors()
-    if not name:
-        errors.add("name", "can't be blank")
-    if not hostname:
-        errors.add("hostname", "can't be blank")
-    elif not HOSTNAME_RE.match(hostname):
-        errors.add("hostname", "is invalid")
-    if ssl_mode not in SSL_MODES:
-        errors.add("ssl_mode", "is not included in the list")
-    if port not in (None, ""):
-        try:
-            port = int(port)
-        except (TypeError, ValueError):
-            errors.add("port", "is not a number")
-    else:
-        port = None
-    errors.raise_if_any()
-    endpoint = SMTPEndpoint(server_id=server.id, name=name, hostname=hostname, port=port, ssl_mode=ssl_mode)
+    endpoint = SMTPEndpoint(server_id=server.id, **_validate_smtp(name, hostname, port, ssl_mode))
     session.add(endpoint)
     session.flush()
     return endpoint
 
 
 def create_address(session, server: Server, address: str) -> AddressEndpoint:
-    errors = Errors()
-    address = (address or "").strip()
-    if not address:
-        errors.add("address", "can't be blank")
-    elif "@" not in address:
-        errors.add("address", "is invalid")
-    elif session.scalars(select(AddressEndpoint.id).where(
-        AddressEndpoint.server_id == server.id, func.lower(AddressEndpoint.address) == address.lower()
-    )).first():
-        errors.add("address", "has already been added")
-    errors.raise_if_any()
-    endpoint = AddressEndpoint(server_id=server.id, address=address)
+    endpoint = AddressEndpoint(server_id=server.id, address=_validate_address(session, server.id, address))
     session.add(endpoint)
     session.flush()
     return endpoint
@@ -165,6 +118,13 @@ def _validate_http(name, url, encoding, format, strip_replies, include_attachmen
 
 
 def update_smtp(session, endpoint: SMTPEndpoint, name: str, hostname: str, port=None, ssl_mode: str = "Auto") -> SMTPEndpoint:
+    for key, value in _validate_smtp(name, hostname, port, ssl_mode).items():
+        setattr(endpoint, key, value)
+    session.flush()
+    return endpoint
+
+
+def _validate_smtp(name, hostname, port, ssl_mode) -> dict:
     errors = Errors()
     name, hostname = (name or "").strip(), (hostname or "").strip()
     if not name:
@@ -183,27 +143,31 @@ def update_smtp(session, endpoint: SMTPEndpoint, name: str, hostname: str, port=
     else:
         port = None
     errors.raise_if_any()
-    endpoint.name, endpoint.hostname, endpoint.port, endpoint.ssl_mode = name, hostname, port, ssl_mode
+    return {"name": name, "hostname": hostname, "port": port, "ssl_mode": ssl_mode}
+
+
+def update_address(session, endpoint: AddressEndpoint, address: str) -> AddressEndpoint:
+    endpoint.address = _validate_address(session, endpoint.server_id, address, except_id=endpoint.id)
     session.flush()
     return endpoint
 
 
-def update_address(session, endpoint: AddressEndpoint, address: str) -> AddressEndpoint:
+def _validate_address(session, server_id: int, address: str, except_id: int | None = None) -> str:
     errors = Errors()
     address = (address or "").strip()
     if not address:
         errors.add("address", "can't be blank")
     elif "@" not in address:
         errors.add("address", "is invalid")
-    elif session.scalars(select(AddressEndpoint.id).where(
-        AddressEndpoint.server_id == endpoint.server_id, func.lower(AddressEndpoint.address) == address.lower(),
-        AddressEndpoint.id != endpoint.id,
-    )).first():
-        errors.add("address", "has already been added")
+    else:
+        query = select(AddressEndpoint.id).where(
+            AddressEndpoint.server_id == server_id, func.lower(AddressEndpoint.address) == address.lower())
+        if except_id is not None:
+            query = query.where(AddressEndpoint.id != except_id)
+        if session.scalars(query).first():
+            errors.add("address", "has already been added")
     errors.raise_if_any()
-    endpoint.address = address
-    session.flush()
-    return endpoint
+    return address
 
 
 def routes_using(session, endpoint) -> int:
