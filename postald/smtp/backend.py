@@ -38,7 +38,8 @@ class DatabaseBackend:
         self.resolver = resolver if resolver is not None else received.PTRResolver.from_config(config)
         self.classifier = routing.RecipientClassifier(self.settings)
         self.store_messages = MessageStore(config, database)
-        self._slots = threading.BoundedSemaphore(max(config.main_db.pool_size, 5))
+        # One pooled connection stays free for the storage writer's commit.
+        self._slots = threading.BoundedSemaphore(max(config.main_db.pool_size, 5) - 1)
 
     @contextlib.contextmanager
     def _unit_of_work(self):
