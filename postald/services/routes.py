@@ -28,8 +28,11 @@ def _new_token(session) -> str:
             return token
 
 
-def create(session, server: Server, name: str, domain: Domain | None = None, mode: str = "Endpoint",
-           endpoint=None, spam_mode: str = "Mark", additional_endpoints=()) -> Route:
+def _validate(session, server: Server, name: str, domain: Domain | None, mode: str, endpoint, spam_mode: str,
+              additional_endpoints, except_id: int = 0):
+    """Check a route's fields with Postal's rules; ``except_id`` is the route being
+    changed, left out of the uniqueness checks.  Returns the cleaned
+    ``(name, domain, endpoint, extra endpoints)``."""
     errors = Errors()
     name = (name or "").strip()
     if not name:
@@ -66,12 +69,13 @@ def create(session, server: Server, name: str, domain: Domain | None = None, mod
             .join(Domain, Domain.id == Route.domain_id)
             .join(Server, Server.id == Route.server_id)
             .join(Organization, Organization.id == Server.organization_id)
-            .where(Route.name == name, func.lower(Domain.name) == domain.name.lower())
+            .where(Route.name == name, func.lower(Domain.name) == domain.name.lower(), Route.id != except_id)
         ).first()
         if clash:
             errors.add("name", f"is configured on the {clash[0]}/{clash[1]} mail server")
     if return_path:
-        if session.scalars(select(Route.id).where(Route.server_id == server.id, Route.name == RETURN_PATH_NAME)).first():
+        if session.scalars(select(Route.id).where(Route.server_id == server.id, Route.name == RETURN_PATH_NAME,
+                                                  Route.id != except_id)).first():
             errors.add("base", "A return path route already exists for this server")
         if not isinstance(endpoint, HTTPEndpoint):
             errors.add("base", "Return path routes must point to an HTTP endpoint")
@@ -90,6 +94,13 @@ def create(session, server: Server, name: str, domain: Domain | None = None, mod
                 errors.add("base", "SMTP or address endpoints are not permitted on wildcard routes")
             seen.add(key)
     errors.raise_if_any()
+    return name, domain, endpoint, extra
+
+
+def create(session, server: Server, name: str, domain: Domain | None = None, mode: str = "Endpoint",
+           endpoint=None, spam_mode: str = "Mark", additional_endpoints=()) -> Route:
+    name, domain, endpoint, extra = _validate(session, server, name, domain, mode, endpoint, spam_mode,
+                                              additional_endpoints)
     route = Route(
         server_id=server.id,
         domain_id=domain.id if domain is not None else None,
@@ -196,65 +207,8 @@ def update(session, server: Server, route: Route, name: str, domain: Domain | No
            endpoint=None, spam_mode: str = "Mark", additional_endpoints=()) -> Route:
     """Change a route with the rules of :func:`create` (ignoring the route itself in
     the uniqueness checks) and synchronise its additional endpoints."""
-    errors = Errors()
-    name = (name or "").strip()
-    if not name:
-        errors.add("name", "can't be blank")
-    elif not NAME_RE.match(name):
-        errors.add("name", "is invalid")
-    if spam_mode not in SPAM_MODES:
-        errors.add("spam_mode", "is not included in the list")
-    if not mode:
-        errors.add("endpoint", "must be chosen")
-    elif mode not in MODES:
-        errors.add("mode", "is not included in the list")
-    elif mode == "Endpoint" and endpoint is None:
-        errors.add("endpoint", "can't be blank")
-    if mode != "Endpoint":
-        endpoint = None
-    return_path = name == RETURN_PATH_NAME
-    if return_path:
-        domain = None
-    elif domain is None:
-        errors.add("domain", "can't be blank")
-    elif not _domain_usable(server, domain):
-        errors.add("domain", "is invalid")
-    elif not domain.verified:
-        errors.add("domain", "has not been verified yet")
-    if endpoint is not None and endpoint.server_id != server.id:
-        errors.add("endpoint", "is invalid")
-    if name and domain is not None and not errors:
-        clash = session.execute(
-            select(Organization.permalink, Server.permalink)
-            .select_from(Route)
-            .join(Domain, Domain.id == Route.domain_id)
-            .join(Server, Server.id == Route.server_id)
-            .join(Organization, Organization.id == Server.organization_id)
-            .where(Route.name == name, func.lower(Domain.name) == domain.name.lower(), Route.id != route.id)
-        ).first()
-        if clash:
-            errors.add("name", f"is configured on the {clash[0]}/{clash[1]} mail server")
-    if return_path:
-        if session.scalars(select(Route.id).where(Route.server_id == server.id, Route.name == RETURN_PATH_NAME,
-                                                  Route.id != route.id)).first():
-            errors.add("base", "A return path route already exists for this server")
-        if not isinstance(endpoint, HTTPEndpoint):
-            errors.add("base", "Return path routes must point to an HTTP endpoint")
-    extra = [e for e in additional_endpoints if e is not None]
-    if extra:
-        if mode != "Endpoint":
-            errors.add("base", "Additional routes are not permitted unless the primary route is an actual endpoint")
-        seen = {(endpoint_service.type_name(endpoint), endpoint.id)} if endpoint is not None else set()
-        for item in extra:
-            key = (endpoint_service.type_name(item), item.id)
-            if item.server_id != server.id:
-                errors.add("base", "Endpoint is invalid")
-            elif key in seen:
-                errors.add("base", "You can only add an endpoint to a route once")
-            elif name == "*" and not isinstance(item, HTTPEndpoint):
-                errors.add("base", "SMTP or address endpoints are not permitted on wildcard routes")
-            seen.add(key)
-    errors.raise_if_any()
+    name, domain, endpoint, extra = _validate(session, server, name, domain, mode, endpoint, spam_mode,
+                                              additional_endpoints, except_id=route.id)
     route.name, route.spam_mode, route.mode = name, spam_mode, mode
     route.domain_id = domain.id if domain is not None else None
     route.endpoint_type = endpoint_service.type_name(endpoint) if endpoint is not None else None
