@@ -20,7 +20,17 @@ EVENTS = (
 
 def create(session, server: Server, name: str, url: str, all_events: bool = True, events=(), enabled: bool = True,
            sign: bool = True) -> Webhook:
+    name, url, events = _validate(name, url, all_events, events)
+    webhook = Webhook(server_id=server.id, name=name, url=url, all_events=bool(all_events), enabled=bool(enabled), sign=bool(sign))
+    session.add(webhook)
+    session.flush()
+    set_events(session, webhook, events)
+    return webhook
+
+
+def _validate(name: str, url: str, all_events: bool, events) -> tuple[str, str, list[str]]:
     errors = Errors()
+    name, url = (name or "").strip(), (url or "").strip()
     if not name:
         errors.add("name", "can't be blank")
     if not url:
@@ -34,11 +44,7 @@ def create(session, server: Server, name: str, url: str, all_events: bool = True
     if not all_events and not events:
         errors.add("events", "must include at least one event unless all events are sent")
     errors.raise_if_any()
-    webhook = Webhook(server_id=server.id, name=name, url=url, all_events=bool(all_events), enabled=bool(enabled), sign=bool(sign))
-    session.add(webhook)
-    session.flush()
-    set_events(session, webhook, events)
-    return webhook
+    return name, url, events
 
 
 def set_events(session, webhook: Webhook, events) -> None:
@@ -79,21 +85,7 @@ def get(session, server: Server, uuid: str) -> Webhook:
 
 def update(session, webhook: Webhook, name: str, url: str, all_events: bool = True, events=(), enabled: bool = True) -> Webhook:
     """Change a webhook and resynchronise its events (none are kept when it takes all events)."""
-    errors = Errors()
-    name, url = (name or "").strip(), (url or "").strip()
-    if not name:
-        errors.add("name", "can't be blank")
-    if not url:
-        errors.add("url", "can't be blank")
-    elif not URL_RE.match(url):
-        errors.add("url", "is invalid")
-    events = [e for e in events if e]
-    for event in events:
-        if event not in EVENTS:
-            errors.add("events", f"{event} is not a valid event")
-    if not all_events and not events:
-        errors.add("events", "must include at least one event unless all events are sent")
-    errors.raise_if_any()
+    name, url, events = _validate(name, url, all_events, events)
     webhook.name, webhook.url, webhook.all_events, webhook.enabled = name, url, bool(all_events), bool(enabled)
     session.flush()
     set_events(session, webhook, events)
