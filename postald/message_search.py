@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import false, select
+from sqlalchemy import and_, false, or_, select
 
 from schema.message_db import Message, messages
 
@@ -271,11 +271,25 @@ def search_page(message_db, search: Search, page: int, per_page: int = PER_PAGE)
 
 
 def iter_matching(message_db, search: Search, batch: int = 1000):
-    """Every row matching ``search`` in its order, fetched ``batch`` rows at a time (for exports)."""
-    offset = 0
+    """Every row matching ``search`` in its order, ``batch`` rows per query (for exports).
+
+    Each query continues after the last row of the previous one (keyset
+    pagination on timestamp and id), so a long export never re-reads rows.
+    """
+    after = None
     while True:
-        rows = message_db.select_rows(select(messages).where(*search.conditions).order_by(*search.order_by).limit(batch).offset(offset))
+        query = select(messages).where(*search.conditions)
+        if after is not None:
+            query = query.where(_after_condition(after, search.oldest_first))
+        rows = message_db.select_rows(query.order_by(*search.order_by).limit(batch))
         yield from rows
         if len(rows) < batch:
             return
-        offset += batch
+        after = (rows[-1]["timestamp"], rows[-1]["id"])
+
+
+def _after_condition(after: tuple, ascending: bool):
+    timestamp, message_id = after
+    if ascending:
+        return or_(messages.c.timestamp > timestamp, and_(messages.c.timestamp == timestamp, messages.c.id > message_id))
+    return or_(messages.c.timestamp < timestamp, and_(messages.c.timestamp == timestamp, messages.c.id < message_id))

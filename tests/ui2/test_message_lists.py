@@ -126,3 +126,10 @@ def test_csv_export_of_the_current_search(admin, message_db):
     admin.get(OUTGOING + "?query=to:user7@example.com")
     saved = list(csv.DictReader(io.StringIO(admin.get(SERVER_URL + "/messages/outgoing/export").text)))
     assert [r["rcpt_to"] for r in saved] == ["user7@example.com"]
+
+
+def test_csv_export_of_rows_sharing_one_timestamp(admin, message_db):
+    bulk_insert(message_db, 2500, timestamp=time.time() - 60)
+    rows = list(csv.DictReader(io.StringIO(admin.get(SERVER_URL + "/messages/outgoing/export?query=").text)))
+    ids = [int(r["id"]) for r in rows]
+    assert len(ids) == 2500 and ids == sorted(set(ids), reverse=True)

@@ -162,3 +162,12 @@ def test_before_and_after(message_db, rows):
     assert recipients(message_db, f"after: {day(3)}") == ["h@example.com", "e@example.com"]
     assert recipients(message_db, f'after: {day(1)} before: "{day(3)}"') == ["d@example.com", "c@example.com"]
     assert recipients(message_db, 'after: "3 days ago"') == ["h@example.com"]
+
+
+def test_export_iteration_continues_after_each_batch(message_db, rows):
+    """Batches of 2 over the nine rows, both orders: every row once, in order."""
+    newest_first = [r["rcpt_to"] for r in message_search.iter_matching(message_db, build("", None, spam_filter=False), batch=2)]
+    assert newest_first == [f"{c}@example.com" for c in "ihgfedcba"]
+    oldest_first = [r["rcpt_to"] for r in message_search.iter_matching(
+        message_db, build("order: oldest-first", None, spam_filter=False), batch=2)]
+    assert oldest_first == [f"{c}@example.com" for c in "abcdefghi"]
