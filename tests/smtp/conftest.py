@@ -55,7 +55,9 @@ def config(config_environ, dns_server):
 @pytest.fixture
 def smtp_backend(config, database, dns_server):
     resolver = PTRResolver([("127.0.0.1", dns_server.port)], timeout=2)
-    return DatabaseBackend(config, database, resolver=resolver)
+    backend = DatabaseBackend(config, database, resolver=resolver)
+    yield backend
+    backend.close()
 
 
 @pytest.fixture

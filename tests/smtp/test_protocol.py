@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 
+import pytest
 from sqlalchemy import select
 
 from postald.services import endpoints as endpoint_service
@@ -595,3 +596,20 @@ def test_auth_secrets_are_redacted_in_the_log(database, make_session, caplog):
     logged = " ".join(str(getattr(r, "line", "")) for r in caplog.records)
     assert "AUTH PLAIN [redacted]" in logged and "[redacted]" in logged
     assert plain(key) not in logged and b64(key) not in logged
+
+
+def test_recipient_lookup_survives_a_dropped_database_connection(database, make_session, smtp_backend, backend):
+    if backend != "mariadb":
+        pytest.skip("the autocommit read engine exists on MariaDB only")
+    from sqlalchemy import text
+
+    server_id = make_server(database)
+    add_route(database, server_id, "test", add_domain(database, server_id, "example.com"))
+    session = with_mail_from(make_session)
+    assert send(session, "RCPT TO: test@example.com") == "250 OK"
+    with smtp_backend._read_engine.connect() as conn:
+        connection_id = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+    with database.engine.begin() as conn:
+        conn.execute(text(f"KILL CONNECTION {int(connection_id)}"))
+    assert send(session, "RCPT TO: test@example.com") == "250 OK"
+    smtp_backend.close()
