@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Iterable
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from postald.processing.base import retry_transaction
 from postald.services import ip_pools
@@ -236,14 +236,6 @@ def release_stale_locks(database, older_than_seconds: float) -> int:
 
 
 # -- queue statistics and maintenance ------------------------------------------------------
-
-def depth(database) -> tuple[int, float]:
-    """(number of queued rows, age in seconds of the oldest)."""
-    with database.unit_of_work() as session:
-        count, oldest = session.execute(select(func.count(QueuedMessage.id), func.min(QueuedMessage.created_at))).one()
-    age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
-    return int(count or 0), max(age, 0.0)
-
 
 def delete_for_message(database, server_id: int, message_id: int) -> int:
     with database.unit_of_work() as session:
