@@ -38,6 +38,37 @@ TASKS_INTERVAL = 60.0
 ELIGIBLE_IPS_TTL = 60.0
 
 
+class Doorbell:
+    """Wakes one idle work loop per ring, so one queued message does not send every loop to the database.
+
+    A ring while every loop is busy is remembered (up to ``limit``) and lets
+    the next loop that runs out of work look again instead of sleeping.
+    """
+
+    def __init__(self, limit: int):
+        self._condition = threading.Condition()
+        self._rings = 0
+        self._limit = limit
+        self._closed = False
+
+    def ring(self) -> None:
+        with self._condition:
+            self._rings = min(self._rings + 1, self._limit)
+            self._condition.notify()
+
+    def wait(self, timeout: float) -> None:
+        with self._condition:
+            if not self._rings and not self._closed:
+                self._condition.wait(timeout)
+            if self._rings:
+                self._rings -= 1
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+
 class WorkerRole:
     """One worker process's loops; ``start()`` returns at once, ``stop()`` is graceful."""
 
@@ -49,7 +80,7 @@ class WorkerRole:
         self.name = queue.process_name()
         self.health_server = None
         self._stopping = threading.Event()
-        self._wake = threading.Event()
+        self._doorbell = Doorbell(max(1, int(config.worker.threads)))
         self._threads: list[threading.Thread] = []
         self._active_lockers: set[str] = set()
         self._lockers_lock = threading.Lock()
@@ -60,6 +91,7 @@ class WorkerRole:
 
     def start(self) -> None:
         self._stopping.clear()
+        self._doorbell = Doorbell(max(1, int(self.config.worker.threads)))
         wakeup.subscribe(self.wake)
         if self.health and self.health_server is None:
             from postald.health import start_health_server
@@ -79,7 +111,7 @@ class WorkerRole:
 
     def stop(self, timeout: float = 60.0) -> None:
         self._stopping.set()
-        self._wake.set()
+        self._doorbell.close()
         wakeup.unsubscribe(self.wake)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -101,8 +133,8 @@ class WorkerRole:
         self._stopping.wait()
 
     def wake(self) -> None:
-        """Something was queued: let an idle work loop look now."""
-        self._wake.set()
+        """Something was queued: let one idle work loop look now."""
+        self._doorbell.ring()
 
     @property
     def stopping(self) -> bool:
@@ -122,8 +154,7 @@ class WorkerRole:
                 log.exception("worker.job_failed", extra={"worker_thread": thread_name})
                 self._stopping.wait(1.0)
             if not did_work and not self.stopping:
-                self._wake.wait(float(self.config.worker.poll_interval))
-                self._wake.clear()
+                self._doorbell.wait(float(self.config.worker.poll_interval))
 
     def _timed_job(self, thread_name: str, job: str, run) -> bool:
         started = time.monotonic()

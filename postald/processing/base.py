@@ -126,6 +126,8 @@ class Job:
         self.domain = None
         #: Whether the recipient was found on the suppression list (None: not looked up).
         self.suppressed: bool | None = None
+        #: Signed (headers, body) not stored yet (see postald.processing.outgoing.save_signed_raw).
+        self.unsaved_raw: tuple[bytes, bytes | None] | None = None
         #: Set once the queued row has been removed or requeued.
         self.done = False
         self.deliveries: list[dict] = []

@@ -12,7 +12,9 @@ the message's fate (a ``Held`` or ``HardFail`` delivery) and stop:
 6. the DKIM signature and ``X-Postal-MsgID`` header are prepended, once;
 7. the server's send limit is checked and its approaching/exceeded marks set;
 8. development mode holds it;
-9. the SMTP sender delivers it, and the result is recorded: hard failures may
+9. the SMTP sender delivers it (the signed message and the live count are
+   stored right after the remote answered, keeping writes out of the
+   accept-to-delivered path), and the result is recorded: hard failures may
    put the recipient on the suppression list, a success takes it off, a soft
    failure requeues the message.
 """
@@ -133,8 +135,19 @@ def add_outgoing_headers(job: Job):
     headers.append(f"X-Postal-MsgID: {message.token}".encode())
     signed = b"".join(h + b"\r\n" for h in headers) + raw
     message_headers, body = _split(signed)
-    message.set_raw(message_headers, body)
+    # Kept in memory and stored once the remote has answered (save_signed_raw): the write
+    # stays out of the time between accepting a message and delivering it.
+    message._headers_raw, message._body_raw, message._headers = message_headers, body, None
+    job.unsaved_raw = (message_headers, body)
     return None
+
+
+def save_signed_raw(job: Job) -> None:
+    """Store the signed message (see add_outgoing_headers), once."""
+    if job.unsaved_raw is not None:
+        headers, body = job.unsaved_raw
+        job.message.set_raw(headers, body)
+        job.unsaved_raw = None
 
 
 def check_send_limit(job: Job):
@@ -152,13 +165,14 @@ def check_send_limit(job: Job):
     return None
 
 
-def count_outgoing(job: Job):
+def count_outgoing(job: Job) -> None:
+    """Count the message in the live stats the send limit reads (held or sent)."""
     job.message_db.live_stats_increment("outgoing")
-    return None
 
 
 def check_development_mode(job: Job):
     if job.server.mode == "Development" and not job.manual:
+        count_outgoing(job)
         job.log("outgoing.development_mode", text="server is in development mode")
         return _hold(job, "Server is in development mode.")
     return None
@@ -171,6 +185,8 @@ def send(job: Job):
     job.commit()  # no transaction stays open while talking to the remote
     key = ("smtp", domain, ip_address.id if ip_address is not None else None)
     result = job.state.send(key, lambda: SMTPSender(job.config, domain, ip_address), message)
+    save_signed_raw(job)
+    count_outgoing(job)
     details = result.details or ""
     if result.type == "HardFail":
         details = _suppress_after_hard_fails(job, details)
@@ -191,19 +207,21 @@ def send(job: Job):
 
 STEPS = (
     check_domain, check_recipient, set_tag, check_credential_hold, check_suppression_list, apply_tracking,
-    inspect_for_spam, add_outgoing_headers, check_send_limit, count_outgoing, check_development_mode, send,
+    inspect_for_spam, add_outgoing_headers, check_send_limit, check_development_mode, send,
 )
 
 
 # -- helpers ----------------------------------------------------------------------
 
 def _fail(job: Job, details: str):
+    save_signed_raw(job)
     job.add_delivery("HardFail", details)
     job.finish()
     return STOP
 
 
 def _hold(job: Job, details: str):
+    save_signed_raw(job)
     job.add_delivery("Held", details)
     job.finish()
     return STOP
