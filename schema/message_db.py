@@ -555,6 +555,21 @@ class MessageDB:
             next_id = result.inserted_primary_key[0]
         return next_id
 
+    def _write_parts(self, conn: Connection, table: Table, parts: list[bytes | None]) -> list[int | None]:
+        """Write several raw parts (None stays None); returns the id of each part's first chunk.
+        Parts that fit in one chunk are written with one multi-row INSERT."""
+        ids: list[int | None] = [None] * len(parts)
+        single = [(i, part) for i, part in enumerate(parts) if part is not None and len(part) <= RAW_CHUNK_BYTES]
+        if single:
+            result = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                                  [{"data": part, "next": None} for _, part in single])
+            for (i, _part), row_id in zip(single, result.scalars().all()):
+                ids[i] = row_id
+        for i, part in enumerate(parts):
+            if part is not None and len(part) > RAW_CHUNK_BYTES:
+                ids[i] = self._write_chunks(conn, table, part)
+        return ids
+
     def _store_raw(self, conn: Connection, timestamp: float, headers: bytes, body: bytes) -> tuple[str, int, int]:
         name = raw_table_name_for(timestamp)
         table = self._ensure_raw_table(conn, name)
@@ -666,14 +681,19 @@ class MessageDB:
         with self.engine.begin() as conn:
             name = raw_table_name_for(timestamp)
             table = self._ensure_raw_table(conn, name)
+            headers_ids = self._write_parts(conn, table, [headers_raw for _, headers_raw, *_ in prepared])
+            body_ids = self._write_parts(conn, table, [body_raw for _, _, body_raw, *_ in prepared])
             stored_bytes = 0
-            for values, headers_raw, body_raw, _headers, _options in prepared:
-                headers_id = self._write_chunks(conn, table, headers_raw)
-                body_id = self._write_chunks(conn, table, body_raw) if body_raw is not None else None
+            for (values, headers_raw, body_raw, _headers, _options), headers_id, body_id in zip(
+                    prepared, headers_ids, body_ids):
                 stored_bytes += len(headers_raw) + len(body_raw or b"")
                 values.update(raw_table=name, raw_headers_id=headers_id, raw_body_id=body_id)
-                values["id"] = conn.execute(insert(messages).values(**values)).inserted_primary_key[0]
                 scopes[values["scope"]] = scopes.get(values["scope"], 0) + 1
+            rows = [values for values, *_ in prepared]
+            ids = conn.execute(
+                insert(messages).returning(messages.c.id, sort_by_parameter_order=True), rows).scalars().all()
+            for values, message_id in zip(rows, ids):
+                values["id"] = message_id
             conn.execute(
                 update(raw_message_sizes)
                 .where(raw_message_sizes.c.table_name == name)

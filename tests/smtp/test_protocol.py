@@ -568,6 +568,7 @@ def test_outgoing_message_gets_an_ip_address_from_the_servers_pool(database, con
     send(session, "EHLO client.test", f"AUTH PLAIN {plain(key)}", "MAIL FROM: a@sender.test", "RCPT TO: x@outside.test")
     send(session, "DATA", "From: a@sender.test", "Subject: Pool", "", "body", "")
     assert send(session, ".") == "250 OK"
+    backend.close()
     with database.unit_of_work() as s:
         assert s.scalars(select(QueuedMessage.ip_address_id)).one() == address_id
 

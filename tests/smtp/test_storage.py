@@ -51,3 +51,19 @@ def test_store_removes_what_it_wrote_when_a_later_server_fails(database, config)
     assert database.message_db(good).count_messages() == 0
     with database.unit_of_work() as session:
         assert session.scalars(select(QueuedMessage)).all() == []
+
+
+def test_insert_messages_keeps_order_with_large_and_headers_only_messages(database):
+    import os
+
+    server_id = make_server(database)
+    db = database.message_db(server_id)
+    big = b"Subject: big\r\n\r\n" + os.urandom(9 * 1024 * 1024)
+    headers_only = b"Subject: no body\r\n"
+    raws = [RAW, big, headers_only, RAW.replace(b"Hello", b"Bye")]
+    created = db.insert_messages([
+        {"scope": "incoming", "rcpt_to": f"n{i}@example.com", "mail_from": "a@example.com", "raw": raw}
+        for i, raw in enumerate(raws)])
+    assert [m.rcpt_to for m in created] == [f"n{i}@example.com" for i in range(4)]
+    assert [db.message(m.id).raw_message() for m in created] == raws
+    assert [db.message(m.id).subject for m in created] == ["Batch", "big", "no body", "Batch"]
