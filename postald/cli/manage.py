@@ -1,35 +1,20 @@
 """Management subcommands: create organizations, servers, domains, credentials,
 endpoints, routes, webhooks, track domains, IP pools and addresses, and list them.
 
-Every command runs in one unit of work through the service layer and returns
-the JSON of what it created; a validation error rolls everything back.
+Every command maps its arguments onto one operation of
+:mod:`postald.management` (shared with the management API v2), runs it in one
+unit of work and prints the JSON it returns; an error rolls everything back.
 ``SERVER`` is ``org-permalink/server-permalink``.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from sqlalchemy import select
-
-from postald.cli import describe
+from postald import management
 from postald.cli.app import CommandError, Context, Parser, add_command
-from postald.errors import NotFound
-from postald.services import credentials as credential_service
-from postald.services import domains as domain_service
-from postald.services import endpoints as endpoint_service
-from postald.services import ip_pools as ip_pool_service
-from postald.services import organizations as organization_service
-from postald.services import routes as route_service
-from postald.services import servers as server_service
-from postald.services import track_domains as track_domain_service
-from postald.services import users as user_service
+from postald.errors import ValidationError
 from postald.services import webhooks as webhook_service
-from schema import main as m
-
-#: ``--endpoint`` prefixes of ``route create`` and the endpoint models they name.
-ENDPOINT_PREFIXES = {"http": "HTTPEndpoint", "smtp": "SMTPEndpoint", "address": "AddressEndpoint"}
 
 
 def _group(subparsers, name: str, help: str):
@@ -140,199 +125,86 @@ def register(subparsers, common) -> None:
     sub.add_argument("--priority", type=int, default=100, metavar="N", help="0 to 100 (default 100)")
 
     sub = add_command(subparsers, common, "list", list_objects, "print a JSON array of objects of one kind")
-    sub.add_argument("kind", metavar="KIND", choices=sorted(LISTERS), help=", ".join(sorted(LISTERS)))
+    sub.add_argument("kind", metavar="KIND", choices=sorted(management.LISTERS),
+                     help=", ".join(sorted(management.LISTERS)))
     sub.add_argument("scope", metavar="SERVER", nargs="?",
                      help="org/server for per-server kinds; an organization for servers; a pool for ip-addresses")
 
 
 # ---------------------------------------------------------------------------
-# Creating
+# Handlers: each maps its arguments onto one operation of postald.management
 # ---------------------------------------------------------------------------
+
+
+def _perform(ctx: Context, operation, **params):
+    """Run a management operation in one unit of work (rolled back on any error)."""
+    database = ctx.initialised_database()
+    with database.unit_of_work() as session:
+        return operation(ctx.config, session, database, **params)
 
 
 def org_create(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        owner = user_service.get(session, args.owner) if args.owner else None
-        organization = organization_service.create(session, args.name, permalink=args.permalink, owner=owner)
-        return describe.organization(organization)
+    return _perform(ctx, management.create_organization, name=args.name, permalink=args.permalink, owner=args.owner)
 
 
 def server_create(ctx: Context, args: argparse.Namespace) -> dict:
-    database = ctx.initialised_database()
-    with database.unit_of_work() as session:
-        organization = organization_service.get(session, args.organization)
-        server = server_service.create(session, database, organization, args.name,
-                                       permalink=args.permalink, mode=args.mode)
-        return describe.server(server)
+    return _perform(ctx, management.create_server, organization=args.organization, name=args.name,
+                    permalink=args.permalink, mode=args.mode)
 
 
 def domain_add(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        server = server_service.get(session, args.server)
-        domain = domain_service.create(session, server, args.domain, verified=args.verified)
-        return describe.domain(ctx.config, domain)
+    return _perform(ctx, management.add_domain, server=args.server, domain=args.domain, verified=args.verified)
 
 
 def credential_create(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        server = server_service.get(session, args.server)
-        credential = credential_service.create(session, server, args.type, args.name, key=args.key, hold=args.hold)
-        return describe.credential(credential)
+    return _perform(ctx, management.create_credential, server=args.server, type=args.type, name=args.name,
+                    key=args.key, hold=args.hold)
 
 
 def http_endpoint_create(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        server = server_service.get(session, args.server)
-        endpoint = endpoint_service.create_http(
-            session, server, args.name, args.url, encoding=args.encoding, format=args.format,
-            strip_replies=args.strip_replies, include_attachments=args.include_attachments, timeout=args.timeout)
-        return describe.http_endpoint(endpoint)
+    return _perform(ctx, management.create_http_endpoint, server=args.server, name=args.name, url=args.url,
+                    encoding=args.encoding, format=args.format, strip_replies=args.strip_replies,
+                    include_attachments=args.include_attachments, timeout=args.timeout)
 
 
 def smtp_endpoint_create(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        server = server_service.get(session, args.server)
-        endpoint = endpoint_service.create_smtp(session, server, args.name, args.hostname, port=args.port,
-                                                ssl_mode=args.ssl_mode)
-        return describe.smtp_endpoint(endpoint)
+    return _perform(ctx, management.create_smtp_endpoint, server=args.server, name=args.name,
+                    hostname=args.hostname, port=args.port, ssl_mode=args.ssl_mode)
 
 
 def address_endpoint_create(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        server = server_service.get(session, args.server)
-        endpoint = endpoint_service.create_address(session, server, args.address)
-        return describe.address_endpoint(endpoint)
-
-
-def _server_or_org_domain(session, server: m.Server, name: str) -> m.Domain:
-    """A domain called ``name`` owned by the server, else by its organization."""
-    try:
-        return domain_service.get(session, server, name)
-    except NotFound:
-        organization = session.get(m.Organization, server.organization_id)
-        try:
-            return domain_service.get(session, organization, name)
-        except NotFound:
-            raise NotFound(f"No domain found matching '{name}' on {server.full_permalink} "
-                           f"or its organization") from None
-
-
-def _endpoint(session, server: m.Server, reference: str):
-    prefix, _, uuid = reference.partition(":")
-    model_name = ENDPOINT_PREFIXES.get(prefix)
-    if model_name is None or not uuid:
-        raise CommandError(f"--endpoint must be http:UUID, smtp:UUID or address:UUID, got '{reference}'")
-    return endpoint_service.get(session, server, model_name, uuid)
+    return _perform(ctx, management.create_address_endpoint, server=args.server, address=args.address)
 
 
 def route_create(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        server = server_service.get(session, args.server)
-        domain = _server_or_org_domain(session, server, args.domain) if args.domain else None
-        endpoint = _endpoint(session, server, args.endpoint) if args.endpoint else None
-        route = route_service.create(session, server, args.name, domain=domain, mode=args.mode,
-                                     endpoint=endpoint, spam_mode=args.spam_mode)
-        return describe.route(session, ctx.config, route)
+    try:
+        return _perform(ctx, management.create_route, server=args.server, name=args.name, domain=args.domain,
+                        mode=args.mode, endpoint=args.endpoint, spam_mode=args.spam_mode)
+    except ValidationError as exc:
+        malformed = [message for message in exc.errors.get("endpoint", ()) if message.startswith("must be")]
+        if malformed:
+            raise CommandError(f"--endpoint {malformed[0]}") from None
+        raise
 
 
 def webhook_create(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        server = server_service.get(session, args.server)
-        webhook = webhook_service.create(session, server, args.name or args.url, args.url,
-                                         all_events=args.all_events, events=args.event or ())
-        return describe.webhook(session, webhook)
+    return _perform(ctx, management.create_webhook, server=args.server, url=args.url, name=args.name,
+                    all_events=args.all_events, events=args.event or ())
 
 
 def track_domain_add(ctx: Context, args: argparse.Namespace) -> dict:
-    excluded = None
-    if args.excluded_click_domains:
-        excluded = "\n".join(part.strip() for part in args.excluded_click_domains.split(",") if part.strip())
-    with ctx.initialised_database().unit_of_work() as session:
-        server = server_service.get(session, args.server)
-        domain = _server_or_org_domain(session, server, args.domain)
-        track_domain = track_domain_service.create(session, server, args.name, domain, ssl_enabled=args.ssl,
-                                                   excluded_click_domains=excluded)
-        return describe.track_domain(session, track_domain)
+    return _perform(ctx, management.add_track_domain, server=args.server, name=args.name, domain=args.domain,
+                    ssl=args.ssl, excluded_click_domains=args.excluded_click_domains)
 
 
 def ip_pool_create(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        return describe.ip_pool(ip_pool_service.create_pool(session, args.name, default=args.default))
+    return _perform(ctx, management.create_ip_pool, name=args.name, default=args.default)
 
 
 def ip_address_add(ctx: Context, args: argparse.Namespace) -> dict:
-    with ctx.initialised_database().unit_of_work() as session:
-        pool = ip_pool_service.get_pool(session, args.pool)
-        address = ip_pool_service.add_address(session, pool, args.ipv4, args.hostname, ipv6=args.ipv6,
-                                              priority=args.priority)
-        return describe.ip_address(address)
-
-
-# ---------------------------------------------------------------------------
-# Listing
-# ---------------------------------------------------------------------------
-
-
-def _list_organizations(ctx, session, scope):
-    rows = session.scalars(select(m.Organization).where(m.Organization.deleted_at.is_(None)).order_by(m.Organization.id))
-    return [describe.organization(o) for o in rows]
-
-
-def _list_servers(ctx, session, scope):
-    query = select(m.Server).where(m.Server.deleted_at.is_(None)).order_by(m.Server.id)
-    if scope:
-        query = query.where(m.Server.organization_id == organization_service.get(session, scope).id)
-    return [describe.server(s) for s in session.scalars(query)]
-
-
-def _list_users(ctx, session, scope):
-    return [describe.user(u) for u in session.scalars(select(m.User).order_by(m.User.id))]
-
-
-def _list_ip_pools(ctx, session, scope):
-    return [describe.ip_pool(p) for p in session.scalars(select(m.IPPool).order_by(m.IPPool.id))]
-
-
-def _list_ip_addresses(ctx, session, scope):
-    query = select(m.IPAddress).order_by(m.IPAddress.id)
-    if scope:
-        query = query.where(m.IPAddress.ip_pool_id == ip_pool_service.get_pool(session, scope).id)
-    return [describe.ip_address(a) for a in session.scalars(query)]
-
-
-def _per_server(model, render):
-    def lister(ctx, session, scope):
-        if not scope:
-            raise CommandError("this kind belongs to a mail server: give SERVER (org-permalink/server-permalink)")
-        server = server_service.get(session, scope)
-        if model is m.Domain:
-            query = select(m.Domain).where(m.Domain.owner_type == "Server", m.Domain.owner_id == server.id)
-        else:
-            query = select(model).where(model.server_id == server.id)
-        return [render(ctx, session, row) for row in session.scalars(query.order_by(model.id))]
-
-    return lister
-
-
-LISTERS: dict[str, Any] = {
-    "organizations": _list_organizations,
-    "orgs": _list_organizations,
-    "servers": _list_servers,
-    "users": _list_users,
-    "ip-pools": _list_ip_pools,
-    "ip-addresses": _list_ip_addresses,
-    "domains": _per_server(m.Domain, lambda ctx, s, d: describe.domain(ctx.config, d)),
-    "credentials": _per_server(m.Credential, lambda ctx, s, c: describe.credential(c)),
-    "routes": _per_server(m.Route, lambda ctx, s, r: describe.route(s, ctx.config, r)),
-    "http-endpoints": _per_server(m.HTTPEndpoint, lambda ctx, s, e: describe.http_endpoint(e)),
-    "smtp-endpoints": _per_server(m.SMTPEndpoint, lambda ctx, s, e: describe.smtp_endpoint(e)),
-    "address-endpoints": _per_server(m.AddressEndpoint, lambda ctx, s, e: describe.address_endpoint(e)),
-    "webhooks": _per_server(m.Webhook, lambda ctx, s, w: describe.webhook(s, w)),
-    "track-domains": _per_server(m.TrackDomain, lambda ctx, s, t: describe.track_domain(s, t)),
-}
+    return _perform(ctx, management.add_ip_address, pool=args.pool, ipv4=args.ipv4, hostname=args.hostname,
+                    ipv6=args.ipv6, priority=args.priority)
 
 
 def list_objects(ctx: Context, args: argparse.Namespace) -> list:
-    lister = LISTERS[args.kind]
-    with ctx.initialised_database().unit_of_work() as session:
-        return lister(ctx, session, args.scope)
+    return _perform(ctx, management.list_objects, kind=args.kind, scope=args.scope)
