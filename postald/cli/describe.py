@@ -187,3 +187,59 @@ def ip_address(a: m.IPAddress) -> dict[str, Any]:
         "hostname": a.hostname,
         "priority": a.priority,
     }
+
+
+# ---------------------------------------------------------------------------
+# JSON Schemas of the objects above (for the OpenAPI document of the API v2)
+# ---------------------------------------------------------------------------
+
+_INT = {"type": "integer"}
+_INT_OR_NULL = {"type": ["integer", "null"]}
+_STR = {"type": "string"}
+_STR_OR_NULL = {"type": ["string", "null"]}
+_BOOL = {"type": "boolean"}
+_UUID = {"type": "string", "format": "uuid"}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_STR_LIST = {"type": "array", "items": {"type": "string"}}
+_ENDPOINT_REF = {"type": ["string", "null"], "description": "http:UUID, smtp:UUID or address:UUID"}
+
+
+def _object(title: str, **properties) -> dict[str, Any]:
+    return {"type": "object", "title": title, "properties": properties, "required": list(properties),
+            "additionalProperties": False}
+
+
+#: One JSON Schema per function above, keyed by the function's name.
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "user": _object("User", id=_INT, uuid=_UUID, email_address=_STR, first_name=_STR_OR_NULL,
+                    last_name=_STR_OR_NULL, admin=_BOOL, created_at=_TIME),
+    "organization": _object("Organization", id=_INT, uuid=_UUID, permalink=_STR, name=_STR, time_zone=_STR_OR_NULL,
+                            owner_id=_INT_OR_NULL, ip_pool_id=_INT_OR_NULL, suspended=_BOOL, created_at=_TIME),
+    "server": _object("Server", id=_INT, uuid=_UUID, organization=_STR_OR_NULL, permalink=_STR, full_permalink=_STR,
+                      name=_STR, token=_STR, mode=_STR, status=_STR_OR_NULL, ip_pool_id=_INT_OR_NULL,
+                      created_at=_TIME),
+    "domain": _object("Domain", id=_INT, uuid=_UUID, name=_STR, verified=_BOOL, verification_method=_STR_OR_NULL,
+                      verification_record=_STR_OR_NULL, dkim_record_name=_STR, dkim_record=_STR, spf_record=_STR,
+                      return_path_domain=_STR, return_path_target=_STR, mx_records=_STR_LIST, owner_type=_STR,
+                      owner_id=_INT, created_at=_TIME),
+    "credential": _object("Credential", id=_INT, uuid=_UUID, type=_STR, name=_STR, key=_STR, hold=_BOOL,
+                          last_used_at=_TIME, created_at=_TIME),
+    "http_endpoint": _object("HTTPEndpoint", id=_INT, uuid=_UUID, type={"const": "HTTPEndpoint"}, name=_STR,
+                             url=_STR, encoding=_STR, format=_STR, strip_replies=_BOOL, include_attachments=_BOOL,
+                             timeout=_INT_OR_NULL),
+    "smtp_endpoint": _object("SMTPEndpoint", id=_INT, uuid=_UUID, type={"const": "SMTPEndpoint"}, name=_STR,
+                             hostname=_STR, port=_INT_OR_NULL, ssl_mode=_STR),
+    "address_endpoint": _object("AddressEndpoint", id=_INT, uuid=_UUID, type={"const": "AddressEndpoint"},
+                                address=_STR),
+    "route": _object("Route", id=_INT, uuid=_UUID, token=_STR, name=_STR, domain=_STR_OR_NULL, description=_STR,
+                     mode=_STR, spam_mode=_STR, endpoint=_ENDPOINT_REF,
+                     additional_endpoints={"type": "array", "items": _ENDPOINT_REF}, forward_address=_STR),
+    "webhook": _object("Webhook", id=_INT, uuid=_UUID, name=_STR, url=_STR, all_events=_BOOL, events=_STR_LIST,
+                       enabled=_BOOL, sign=_BOOL),
+    "track_domain": _object("TrackDomain", id=_INT, uuid=_UUID, name=_STR, full_name=_STR, ssl_enabled=_BOOL,
+                            track_clicks=_BOOL, track_loads=_BOOL, excluded_click_domains=_STR_LIST,
+                            dns_status=_STR_OR_NULL),
+    "ip_pool": _object("IPPool", id=_INT, uuid=_UUID, name=_STR, default=_BOOL),
+    "ip_address": _object("IPAddress", id=_INT, ip_pool_id=_INT, ipv4=_STR, ipv6=_STR_OR_NULL, hostname=_STR,
+                          priority=_INT),
+}
