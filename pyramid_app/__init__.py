@@ -16,6 +16,7 @@ from pyramid.config import Configurator
 PARTS = (
     "pyramid_app.tracking",
     "pyramid_app.api",
+    "pyramid_app.api_v2",
     "pyramid_app.webhooks_public",
     "pyramid_app.ui",
     "pyramid_app.oidc",
