@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import update
+
 from postald import dkim
 from postald.processing.base import Job
 from postald.senders.smtp import SMTPSender
-from schema.main import Credential, Domain, IPAddress, utcnow
+from schema.main import Credential, Domain, IPAddress, QueuedMessage, utcnow
 from schema.message_db import messages
 
 HARD_FAIL_SUPPRESSION_WINDOW = 86400
@@ -178,10 +180,38 @@ def check_development_mode(job: Job):
     return None
 
 
+def choose_source_address(job: Job):
+    """The IP address to send from: the queue row's, else one allocated from the message's IP pool.
+
+    An address this host does not have leaves the message in the queue for a
+    worker on the host that has it (STOP).
+    """
+    if job.queued.ip_address_id:
+        return job.session.get(IPAddress, job.queued.ip_address_id)
+    if not job.config.postal.use_ip_pools:
+        return None
+    from postald import queue
+
+    address = queue.allocate_ip_address(job.session, job.server, job.message)
+    if address is None:
+        return None
+    job.session.execute(update(QueuedMessage).where(QueuedMessage.id == job.queued.id)
+                        .values(ip_address_id=address.id))
+    job.queued.ip_address_id = address.id
+    job.commit()
+    if address.id not in queue.eligible_ip_address_ids(job.session):
+        job.log("outgoing.ip_address_elsewhere", ip_address=address.ipv4)
+        job.unlock()
+        return STOP
+    return address
+
+
 def send(job: Job):
     message = job.message
     domain = message.rcpt_to.rpartition("@")[2].lower()
-    ip_address = job.session.get(IPAddress, job.queued.ip_address_id) if job.queued.ip_address_id else None
+    ip_address = choose_source_address(job)
+    if ip_address is STOP:
+        return STOP
     job.commit()  # no transaction stays open while talking to the remote
     key = ("smtp", domain, ip_address.id if ip_address is not None else None)
     result = job.state.send(key, lambda: SMTPSender(job.config, domain, ip_address), message)

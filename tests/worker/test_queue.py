@@ -96,3 +96,22 @@ def test_concurrent_claims_never_share_a_message(sending, database):
     for thread in threads:
         thread.join(30)
     assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 40
+
+
+def test_ip_pool_address_is_allocated_and_left_to_the_host_that_has_it(sending, worker_environ, database, sink):
+    from postald.config import load
+    from postald.services import servers as server_service
+    from postald.worker import WorkerRole
+    from tests.worker.conftest import drain
+
+    config = load(path=None, environ={**worker_environ, "POSTAL_USE_IP_POOLS": "true"})
+    with database.unit_of_work() as session:
+        pool = ip_pools.create_pool(session, "outbound")
+        address_id = ip_pools.add_address(session, pool, "192.0.2.20", "out.postal.test").id
+        server = server_service.get(session, sending.server_id)
+        server.ip_pool_id = pool.id
+    message = sending.queue()
+    drain(WorkerRole(config, database, health=False, tasks=False))
+    [queued] = sending.queued()
+    assert queued.ip_address_id == address_id and queued.locked_by is None
+    assert sending.deliveries(message.id) == [] and sink.messages == []
