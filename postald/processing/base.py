@@ -240,7 +240,3 @@ class Job:
 
         retry_transaction(work, self.session)
         self.done = True
-
-
-def elapsed(start: float) -> float:
-    return round(time.monotonic() - start, 2)
