@@ -103,7 +103,7 @@ class Context:
 
 
 def build_parser() -> Parser:
-    from postald.cli import basics, manage, roles
+    from postald.cli import basics, manage, roles, tools
 
     common = Parser(add_help=False)
     common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
@@ -118,6 +118,7 @@ def build_parser() -> Parser:
     basics.register(subparsers, common)
     roles.register(subparsers, common)
     manage.register(subparsers, common)
+    tools.register(subparsers, common)
     return parser
 
 

@@ -1,5 +1,6 @@
-"""E-mails the UI sends itself (password reset, domain verification, suspension),
-delivered synchronously through the SMTP relay of the ``smtp`` config group."""
+"""E-mails the application sends itself (password reset, domain verification,
+suspension, the ``postal test-app-smtp`` test message), delivered synchronously
+through the SMTP relay of the ``smtp`` config group."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from email.utils import formataddr, make_msgid
 from urllib.parse import quote
 
 SMTP_TIMEOUT_SECONDS = 30
+TEST_MESSAGE_TIMEOUT_SECONDS = 10
 
 
 def _sender(config) -> str:
@@ -20,8 +22,11 @@ def _signature(config) -> str:
     return f"\n\nThanks,\n{config.smtp.from_name}\n{config.smtp.from_address}\n"
 
 
-def deliver(config, to: list[str] | str, subject: str, body: str) -> None:
-    """Send a plain-text message; SMTP errors propagate to the caller."""
+def deliver(config, to: list[str] | str, subject: str, body: str, timeout: float = SMTP_TIMEOUT_SECONDS) -> None:
+    """Send a plain-text message; SMTP errors propagate to the caller.
+
+    ``timeout`` (seconds) bounds connecting and each exchange with the relay.
+    """
     recipients = [to] if isinstance(to, str) else list(to)
     message = EmailMessage()
     message["From"] = _sender(config)
@@ -34,7 +39,7 @@ def deliver(config, to: list[str] | str, subject: str, body: str) -> None:
     if (smtp.openssl_verify_mode or "").lower() == "none":
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=SMTP_TIMEOUT_SECONDS) as client:
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as client:
         client.ehlo()
         if smtp.enable_starttls or (smtp.enable_starttls_auto and client.has_extn("starttls")):
             client.starttls(context=context)
@@ -80,3 +85,13 @@ def server_suspended(config, members: list[str], organization, server) -> None:
         "A suspended server can no longer send or receive e-mail."
     )
     deliver(config, members, f"[{organization.permalink}/{server.permalink}] Your mail server has been suspended", body)
+
+
+def smtp_test_message(config, address: str, timeout: float = TEST_MESSAGE_TIMEOUT_SECONDS) -> None:
+    """The message ``postal test-app-smtp`` sends to check the application mail settings."""
+    body = (
+        "This is a test message from Postal, sent to check that it can deliver its own e-mail "
+        f"through the SMTP server {config.smtp.host}:{config.smtp.port}.\n\n"
+        "If you have received it, the test was successful and nothing more needs to be done."
+    )
+    deliver(config, address, "Postal SMTP Test Message", body, timeout=timeout)
