@@ -32,7 +32,7 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from postald import wakeup
 from postald.services import domains as domain_service
@@ -327,25 +327,32 @@ class OutgoingMessagePrototype:
             self._domain = authorised_domain(session, self.server, [self.from_], [self.sender])
         return self._domain
 
-    def first_error(self, session) -> tuple[str, str] | None:
-        """Postal's first validation error as ``(code, message)``, or None when valid."""
+    def _problems(self, session) -> Iterator[tuple[str, str]]:
+        """Each validation error as ``(code, message)``, lazily, in Postal's order."""
         if not (self.to or self.cc or self.bcc):
-            return NO_RECIPIENTS
+            yield NO_RECIPIENTS
         for entries, kind, label in ((self.to, "To", "To"), (self.cc, "CC", "CC"), (self.bcc, "BCC", "BCC")):
             if len(entries) > MAX_RECIPIENTS_PER_FIELD:
-                return _too_many(kind, label)
+                yield _too_many(kind, label)
         if blank(self.plain_body) and blank(self.html_body):
-            return NO_CONTENT
+            yield NO_CONTENT
         if blank(self.from_):
-            return FROM_MISSING
-        if self.domain(session) is None:
-            return UNAUTHENTICATED_FROM
+            yield FROM_MISSING
+        elif self.domain(session) is None:
+            yield UNAUTHENTICATED_FROM
         for attachment in self.attachments:
             if blank(attachment.name):
-                return ATTACHMENT_MISSING_NAME
+                yield ATTACHMENT_MISSING_NAME
             if not attachment.data.strip():
-                return ATTACHMENT_MISSING_DATA
-        return None
+                yield ATTACHMENT_MISSING_DATA
+
+    def first_error(self, session) -> tuple[str, str] | None:
+        """Postal's first validation error as ``(code, message)``, or None when valid."""
+        return next(self._problems(session), None)
+
+    def errors(self, session) -> list[tuple[str, str]]:
+        """Every distinct validation error, in order (the web UI lists them all)."""
+        return list(dict.fromkeys(self._problems(session)))
 
     def validate(self, session) -> None:
         error = self.first_error(session)
