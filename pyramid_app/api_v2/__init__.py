@@ -27,6 +27,7 @@ def route_name(path: str) -> str:
 
 
 def includeme(config) -> None:
+    config.registry.api_v2_passwords = views.VerifiedPasswords()
     document = openapi.build(OPERATIONS, PREFIX)
     methods: dict[str, list[str]] = {}
     for operation in OPERATIONS:

@@ -116,3 +116,37 @@ def test_only_the_web_host_is_answered(app, api):
     response = app.get("/api/v2/organizations", headers=api.auth, extra_environ={"HTTP_HOST": "evil.example"},
                        status=403)
     assert response.body == b""
+
+
+def test_a_password_change_takes_effect_at_once(app, admin, database):
+    old = basic(ADMIN_EMAIL, PASSWORD)
+    for _ in range(2):  # the second answer comes from the remembered verification
+        app.get("/api/v2/organizations", headers=old, status=200)
+    with database.unit_of_work() as session:
+        users.set_password(users.find_by_email(session, ADMIN_EMAIL), "another-passw0rd")
+    assert_error(app.get("/api/v2/organizations", headers=old, status="*"), 401, "InvalidCredentials")
+    app.get("/api/v2/organizations", headers=basic(ADMIN_EMAIL, "another-passw0rd"), status=200)
+
+
+def test_remembered_verifications_expire_and_never_admit_a_wrong_password(monkeypatch):
+    from pyramid_app.api_v2.views import VerifiedPasswords
+
+    class User:
+        password_digest = users.hash_password(PASSWORD)
+
+    now = [0.0]
+    checks = []
+    remembered = VerifiedPasswords(ttl=60, size=2, clock=lambda: now[0])
+    real_check = users.check_password
+
+    def counting(user, password):
+        checks.append(password)
+        return real_check(user, password)
+
+    monkeypatch.setattr(users, "check_password", counting)
+    assert remembered.check(User, PASSWORD) and remembered.check(User, PASSWORD)
+    assert checks == [PASSWORD]  # bcrypt once
+    assert not remembered.check(User, "wrong-password") and not remembered.check(User, "wrong-password")
+    assert checks == [PASSWORD, "wrong-password", "wrong-password"]  # failures are never remembered
+    now[0] = 61
+    assert remembered.check(User, PASSWORD) and len(checks) == 4  # expired: checked again
