@@ -1,4 +1,6 @@
-"""The JSON objects the management subcommands print, one function per model.
+"""The JSON objects the management operations return (the subcommands print
+them, the management API v2 answers them), one function per model, and
+:data:`SCHEMAS`, their JSON Schemas.
 
 Each includes at least the fields ``interface.md`` promises for its command;
 timestamps are ISO 8601 (UTC), absent values ``null``.

@@ -13,11 +13,15 @@ from openapi_schema_validator import OAS31Validator
 
 from postald.services import users
 from pyramid_app import make_app
-from tests.cli.conftest import postal  # noqa: F401  (the ``postal`` fixture: the same operations from the CLI)
+from tests.cli import conftest as cli_fixtures
 
 HOST = "postal.test"
 ADMIN_EMAIL = "admin@example.com"
 PASSWORD = "passw0rd-long"
+
+
+#: ``postal(*argv)``: the same operations through the command, against the test's databases.
+postal = cli_fixtures.postal
 
 
 def basic(email: str, password: str) -> dict[str, str]:
