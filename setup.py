@@ -40,6 +40,8 @@ setup(
             "aiosmtpd>=1.4,<2",
             "websocket-client>=1.7,<2",
             "pytest-xdist>=3.5,<4",
+            "openapi-spec-validator>=0.7,<1",
+            "openapi-schema-validator>=0.6,<1",
         ],
     },
     entry_points={"console_scripts": ["postal = postald.cli:main"]},
