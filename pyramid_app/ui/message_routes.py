@@ -1,5 +1,5 @@
 """Routes of the message pages of a server: lists, queue, held messages,
-suppressions and each message's own pages and actions."""
+suppressions, the test-message form and each message's own pages and actions."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ MESSAGE_PAGES = ("activity", "plain", "html", "html_raw", "attachments", "attach
 
 def add_message_routes(config) -> None:
     config.add_route("server_queue", SERVER + "/queue")
+    config.add_route("server_messages", MESSAGES)  # POST: send a test message
+    config.add_route("server_messages_new", MESSAGES + "/new")
     config.add_route("server_messages_outgoing", MESSAGES + "/outgoing")
     config.add_route("server_messages_incoming", MESSAGES + "/incoming")
     config.add_route("server_messages_export", MESSAGES + "/{scope:outgoing|incoming}/export")
