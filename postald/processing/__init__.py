@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from sqlalchemy import delete, update
 
 from postald import metrics
-from postald.processing.base import FINAL_STATUSES, INTERNAL_ERROR_DETAILS, BatchState, Job
+from postald.processing.base import FINAL_STATUSES, INTERNAL_ERROR_DETAILS, BatchState, Job, is_retryable
 from schema.main import Organization, QueuedMessage, Server, utcnow
 
 log = logging.getLogger("postald.processing")
@@ -47,6 +47,11 @@ def _record_internal_error(job: Job, exc: Exception) -> None:
             # The outcome is recorded (the message may well have been sent): only the
             # queue entry is left to remove.  Retrying would deliver it twice.
             job.finish()
+            return
+        if is_retryable(exc):
+            # Lost a race with another transaction (deadlock): nothing is wrong with the
+            # message, so it goes straight back to the queue without an attempt counted.
+            job.unlock()
             return
         job.retry()
         if job.message is not None:

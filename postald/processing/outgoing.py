@@ -26,7 +26,7 @@ import time
 from sqlalchemy import update
 
 from postald import dkim
-from postald.processing.base import Job
+from postald.processing.base import Job, retry_transaction
 from postald.senders.smtp import SMTPSender
 from schema.main import Credential, Domain, IPAddress, QueuedMessage, utcnow
 from schema.message_db import messages
@@ -148,7 +148,7 @@ def save_signed_raw(job: Job) -> None:
     """Store the signed message (see add_outgoing_headers), once."""
     if job.unsaved_raw is not None:
         headers, body = job.unsaved_raw
-        job.message.set_raw(headers, body)
+        retry_transaction(lambda: job.message.set_raw(headers, body))
         job.unsaved_raw = None
 
 
@@ -169,7 +169,20 @@ def check_send_limit(job: Job):
 
 def count_outgoing(job: Job) -> None:
     """Count the message in the live stats the send limit reads (held or sent)."""
-    job.message_db.live_stats_increment("outgoing")
+    retry_transaction(lambda: job.message_db.live_stats_increment("outgoing"))
+
+
+def bookkeep_after_send(job: Job) -> None:
+    """Store the signed message and count it once the remote has answered.
+
+    Neither may turn a delivered message into a retry (that would send it
+    twice): a failure here is logged and processing goes on to record the result.
+    """
+    for step in (save_signed_raw, count_outgoing):
+        try:
+            step(job)
+        except Exception as exc:
+            job.log("outgoing.bookkeeping_failed", step=step.__name__, error=f"{type(exc).__name__}: {exc}")
 
 
 def check_development_mode(job: Job):
@@ -215,13 +228,12 @@ def send(job: Job):
     job.commit()  # no transaction stays open while talking to the remote
     key = ("smtp", domain, ip_address.id if ip_address is not None else None)
     result = job.state.send(key, lambda: SMTPSender(job.config, domain, ip_address), message)
-    save_signed_raw(job)
-    count_outgoing(job)
+    bookkeep_after_send(job)
     details = result.details or ""
     if result.type == "HardFail":
         details = _suppress_after_hard_fails(job, details)
     elif result.type == "Sent" and job.suppressed is not False:  # unknown (manual) or on the list
-        if job.message_db.suppression_remove("recipient", message.rcpt_to):
+        if retry_transaction(lambda: job.message_db.suppression_remove("recipient", message.rcpt_to)):
             job.log("outgoing.unsuppressed", text=f"removed {message.rcpt_to} from suppression list")
             details += " Recipient removed from suppression list."
     job.add_delivery(result.type, details, output=result.output, sent_with_ssl=result.secure,
@@ -282,7 +294,8 @@ def _suppress_after_hard_fails(job: Job, details: str) -> str:
         messages.c.timestamp >= since, messages.c.id != message.id,
     )
     if earlier >= 1:
-        job.message_db.suppression_add("recipient", message.rcpt_to, reason="too many hard fails")
+        retry_transaction(lambda: job.message_db.suppression_add("recipient", message.rcpt_to,
+                                                                  reason="too many hard fails"))
         job.log("outgoing.suppressed_recipient",
                 text=f"added {message.rcpt_to} to suppression list because {earlier} hard fails in 24 hours")
         details += " Recipient added to suppression list (too many hard fails)."

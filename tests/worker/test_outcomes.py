@@ -239,3 +239,21 @@ def test_a_failure_after_the_outcome_was_recorded_does_not_send_again(sending, w
     assert [d["status"] for d in sending.deliveries(message.id)] == ["Sent"]
     assert sending.queued() == []
     assert len(sink.messages) == 1 and len(calls) == 2
+
+
+def test_a_lost_database_race_puts_the_message_straight_back(sending, worker, sink, monkeypatch):
+    import pymysql
+    from sqlalchemy.exc import OperationalError
+
+    from postald.processing import outgoing
+
+    def deadlocked(job):
+        raise OperationalError("UPDATE messages ...", {}, pymysql.err.OperationalError(
+            1213, "Deadlock found when trying to get lock; try restarting transaction"))
+
+    monkeypatch.setattr(outgoing, "STEPS", (deadlocked,))
+    message = sending.queue()
+    worker.process_queued_messages()
+    [queued] = sending.queued()
+    assert (queued.locked_by, queued.retry_after, queued.attempts) == (None, None, 0)
+    assert sending.deliveries(message.id) == []
