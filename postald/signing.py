@@ -11,6 +11,7 @@ import base64
 import functools
 import hashlib
 import os
+import tempfile
 import threading
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -76,15 +77,31 @@ class SigningKey:
 
 
 def ensure_signing_key(path: str) -> bool:
-    """Create an RSA key at ``path`` if there is none; True when one was created."""
+    """Create an RSA key at ``path`` if there is none; True when one was created.
+
+    Safe when several processes start at once: the key is written to a
+    private temporary file and linked into place, so a reader never sees a
+    half-written key and exactly one creator wins.
+    """
     if os.path.exists(path):
         return False
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     key = SigningKey.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.pem)
-    return True
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".signing-key-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o600)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(temporary)
 
 
 def signing_key(config) -> SigningKey:

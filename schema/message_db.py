@@ -455,7 +455,7 @@ class MessageDB:
         if self._engine is None:
             with self._engine_lock:
                 if self._engine is None:
-                    self._engine = make_engine(self.url, pool_size=3)
+                    self._engine = make_engine(self.url, pool_size=max(self.database.config.main_db.pool_size, 10))
         return self._engine
 
     @property

@@ -87,7 +87,7 @@ class Database:
     def __init__(self, config):
         self.config = config
         self.url = config.main_db_url()
-        self.engine = make_engine(self.url, pool_size=max(config.main_db.pool_size, 5))
+        self.engine = make_engine(self.url, pool_size=max(config.main_db.pool_size, 10))
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self._message_dbs: dict[int, object] = {}
         self._lock = threading.Lock()
