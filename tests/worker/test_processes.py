@@ -32,6 +32,12 @@ pytestmark = [
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+#: Short enough that the kill test recovers quickly, long enough that a busy
+#: machine never starves a live worker's lock renewal past it.
+LOCK_TIMEOUT = 15
+THREADS = 4
+
+
 @pytest.fixture
 def shared(tmp_path):
     """A MariaDB installation, a DNS server and a sink the worker processes deliver to."""
@@ -40,7 +46,7 @@ def shared(tmp_path):
         dns_server.set("mx.example.org", "A", ["127.0.0.1"])
         environ, prefix = make_test_environ(
             tmp_path, "mariadb", DNS_NAMESERVERS=dns_server.nameserver, SMTP_CLIENT_PORT=sink.port,
-            WORKER_POLL_INTERVAL="0.2", WORKER_LOCK_TIMEOUT="2", WORKER_THREADS="4",
+            WORKER_POLL_INTERVAL="0.2", WORKER_LOCK_TIMEOUT=str(LOCK_TIMEOUT), WORKER_THREADS=str(THREADS),
         )
         config = load(path=None, environ=environ)
         database = Database(config)
@@ -168,6 +174,7 @@ def test_a_killed_worker_loses_nothing(shared, tmp_path):
             stop(survivor)
     received = delivered(sink)
     assert set(received) == expected
-    # Only a message in flight at the moment of the kill (sent, not yet recorded) may arrive twice.
-    assert len(received) - len(expected) <= 2
+    # Only a message in flight at the moment of the kill (accepted by the remote, not yet
+    # recorded) may arrive twice: at most one per sending thread of the killed worker.
+    assert len(received) - len(expected) <= THREADS
     assert orphaned >= 0
