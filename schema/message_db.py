@@ -312,7 +312,9 @@ def raw_table_name_for(timestamp: float) -> str:
 
 
 def now() -> float:
-    return time.time()
+    """The current time as stored in timestamp columns (microseconds), so a
+    row held in memory and the same row read back agree exactly."""
+    return round(time.time(), 6)
 
 
 def split_raw(raw: bytes) -> tuple[bytes, bytes | None]:
