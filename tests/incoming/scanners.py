@@ -84,8 +84,24 @@ class SilentPeer:
                 return
             self._accepted.append(conn)
             if self.answer is not None:
-                conn.recv(65536)
-                conn.sendall(self.answer)
+                # Read the whole request (clamd's INSTREAM ends with a zero-length
+                # chunk) before answering: closing with unread data would reset the
+                # connection and the client would see an I/O error, not the answer.
+                conn.settimeout(5)
+                received = b""
+                try:
+                    while not received.endswith(b"\x00\x00\x00\x00"):
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                        conn.settimeout(0.3)  # the rest of a request comes at once
+                except OSError:
+                    pass
+                try:
+                    conn.sendall(self.answer)
+                except OSError:
+                    pass
                 conn.close()
 
     def __enter__(self) -> "SilentPeer":

@@ -158,10 +158,11 @@ def test_worker_metrics_and_health(installation, role):
         # The job is counted when it returns, a moment after the delivery was recorded.
         metrics = scrape(worker.health_port)
         observed = (metrics.value("postal_deliveries_total", scope="outgoing", status="Sent"),
-                    metrics.value("postal_worker_job_executions", job="ProcessQueuedMessagesJob"))
+                    metrics.value("postal_worker_job_executions", job="ProcessQueuedMessagesJob"),
+                    metrics.value("postal_worker_task_runtime_count", task="PruneSuppressionListsScheduledTask"))
         return metrics if all(observed) else None
 
-    metrics = wait_for(delivered_and_observed, what="the delivery to be counted")
+    metrics = wait_for(delivered_and_observed, what="the delivery and the due task to be counted")
     assert_postal_names(metrics, "worker")
     assert metrics.types["postal_worker_job_executions"] == "counter"
     assert metrics.value("postal_worker_job_executions", job="ProcessQueuedMessagesJob") >= 1
