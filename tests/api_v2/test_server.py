@@ -2,54 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
 from openapi_spec_validator import validate
 
 from tests.api_v2.conftest import ADMIN_EMAIL, HOST, PASSWORD
+from tests.support.web_server import running_web_server, server_environ
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def base_url(config_environ, database, admin, tmp_path):
-    environ = {**os.environ, **config_environ, "PORT": str(free_port()), "BIND_ADDRESS": "127.0.0.1",
-               "HEALTH_SERVER_PORT": str(free_port()), "LOGGING_ENABLED": "false"}
-    log_path = tmp_path / "web.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "pyramid_app.server"], env=environ, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{environ['PORT']}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(base + "/api/v2/openapi.json", headers={"Host": HOST}, timeout=2)
-                break
-            except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("web server did not start: " + log_path.read_text(errors="replace")[-2000:])
-                time.sleep(0.2)
+    environ = server_environ(config_environ)
+    with running_web_server(environ, tmp_path / "web.log", host=HOST, ready_path="/api/v2/openapi.json") as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_provisioning_over_http(base_url, postal, database):

@@ -7,12 +7,6 @@ and a webhook through the real pages, saves a screenshot of each step to
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +17,7 @@ from schema.migrate import upgrade_main
 from schema.session import Database
 from tests.conftest import make_test_environ
 from tests.support import cdp
+from tests.support.web_server import running_web_server, server_environ
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.parametrize("backend", ["sqlite"])]
 
@@ -30,45 +25,18 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 HOST = "postal.test"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def web_server(tmp_path, backend):
-    environ, _ = make_test_environ(tmp_path, backend, PORT=_free_port(), BIND_ADDRESS="127.0.0.1",
-                                   HEALTH_SERVER_PORT=_free_port(), LOGGING_ENABLED="false")
+    environ, _ = make_test_environ(tmp_path, backend)
+    environ = server_environ(environ)
     config = load(path=None, environ=environ)
     database = Database(config)
     upgrade_main(database)
     with database.unit_of_work() as session:
         users.create(session, "admin@example.com", "Ada", "Admin", "browser-pass-1", admin=True)
     database.dispose()
-    process = subprocess.Popen([sys.executable, "-m", "pyramid_app.server"], env={**os.environ, **environ},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://{HOST}:{environ['PORT']}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            request = urllib.request.Request(f"http://127.0.0.1:{environ['PORT']}/login", headers={"Host": HOST})
-            with urllib.request.urlopen(request, timeout=2):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("web server did not start: " + process.stderr.read().decode(errors="replace")[-2000:])
-            time.sleep(0.2)
-    try:
-        yield base, environ["PORT"]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_web_server(environ, tmp_path / "web.log", host=HOST):
+        yield f"http://{HOST}:{environ['PORT']}", environ["PORT"]
 
 
 @pytest.fixture

@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,6 +24,7 @@ from schema.session import Database
 from tests import factories
 from tests.conftest import make_test_environ
 from tests.support import cdp
+from tests.support.web_server import running_web_server, server_environ
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.parametrize("backend", ["sqlite"])]
 
@@ -37,17 +34,11 @@ PASSWORD = "browser-pass-1"
 SERVER = "/org/acme/servers/main"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def web_server(tmp_path, backend):
     """The web server over a database with an admin, server "Main", a verified domain and an API key."""
-    environ, _ = make_test_environ(tmp_path, backend, PORT=_free_port(), BIND_ADDRESS="127.0.0.1",
-                                   HEALTH_SERVER_PORT=_free_port(), LOGGING_ENABLED="false")
+    environ, _ = make_test_environ(tmp_path, backend)
+    environ = server_environ(environ)
     config = load(path=None, environ=environ)
     database = Database(config)
     upgrade_main(database)
@@ -57,29 +48,9 @@ def web_server(tmp_path, backend):
     factories.add_domain(database, server_id, "acme.example", verified=True)
     api_key = factories.add_credential(database, server_id, type="API", name="browser")
     database.dispose()
-    process = subprocess.Popen([sys.executable, "-m", "pyramid_app.server"], env={**os.environ, **environ},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     port = environ["PORT"]
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/login", headers={"Host": HOST})
-            with urllib.request.urlopen(request, timeout=2):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("web server did not start: " + process.stderr.read().decode(errors="replace")[-2000:])
-            time.sleep(0.2)
-    try:
+    with running_web_server(environ, tmp_path / "web.log", host=HOST):
         yield f"http://{HOST}:{port}", port, api_key
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

@@ -3,11 +3,6 @@ the web server process redeems the code at the provider over loopback."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,47 +16,23 @@ from schema.migrate import upgrade_main
 from schema.session import Database
 from tests.conftest import _drop_mariadb_databases, make_test_environ
 from tests.oidc.conftest import HOST, PASSWORD, oidc_environ
+from tests.support.web_server import running_web_server, server_environ
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def running_server(tmp_path, backend, provider):
-    base_environ, prefix = make_test_environ(tmp_path, backend, PORT=_free_port(), BIND_ADDRESS="127.0.0.1",
-                                             HEALTH_SERVER_PORT=_free_port(), LOGGING_ENABLED="false")
-    environ = oidc_environ(base_environ, provider, OIDC_SCOPES="openid,email,profile")
+    base_environ, prefix = make_test_environ(tmp_path, backend)
+    environ = oidc_environ(server_environ(base_environ), provider, OIDC_SCOPES="openid,email,profile")
     database = Database(load(path=None, environ=environ))
     upgrade_main(database)
     with database.unit_of_work() as session:
         users.create(session, "alice@example.com", "Alice", "Old", PASSWORD)
-    process = subprocess.Popen([sys.executable, "-m", "pyramid_app.server"], env={**os.environ, **environ},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{environ['PORT']}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(base + "/login", headers={"Host": HOST}, timeout=2)
-                break
-            except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("web server did not start: " + process.stderr.read().decode(errors="replace")[-2000:])
-                time.sleep(0.2)
-        yield base, database
+        with running_web_server(environ, tmp_path / "web.log", host=HOST) as base:
+            yield base, database
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stderr.close()
         database.dispose()
         if prefix:
             _drop_mariadb_databases(prefix)
