@@ -35,6 +35,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    case,
     delete,
     func,
     insert,
@@ -385,14 +386,28 @@ class Message:
     @property
     def raw_headers(self) -> bytes | None:
         if self._headers_raw is None and self.row.get("raw_headers_id") and self.row.get("raw_table"):
-            self._headers_raw = self.db.read_raw(self.row["raw_table"], self.row["raw_headers_id"])
+            self._load_raw()
         return self._headers_raw
 
     @property
     def raw_body(self) -> bytes | None:
         if self._body_raw is None and self.row.get("raw_body_id") and self.row.get("raw_table"):
-            self._body_raw = self.db.read_raw(self.row["raw_table"], self.row["raw_body_id"])
+            self._load_raw()
         return self._body_raw
+
+    def _load_raw(self) -> None:
+        """Read whichever of the raw headers and body are not loaded yet, over one connection."""
+        wanted = {}
+        if self._headers_raw is None and self.row.get("raw_headers_id"):
+            wanted["headers"] = self.row["raw_headers_id"]
+        if self._body_raw is None and self.row.get("raw_body_id"):
+            wanted["body"] = self.row["raw_body_id"]
+        parts = self.db.read_raw_parts(self.row["raw_table"], list(wanted.values()))
+        for part, data in zip(wanted, parts):
+            if part == "headers":
+                self._headers_raw = data
+            else:
+                self._body_raw = data
 
     @property
     def raw_message_available(self) -> bool:
@@ -585,18 +600,29 @@ class MessageDB:
         return name, headers_id, body_id
 
     def read_raw(self, table_name: str, row_id: int) -> bytes | None:
+        return self.read_raw_parts(table_name, [row_id])[0]
+
+    def read_raw_parts(self, table_name: str, row_ids: list[int]) -> list[bytes | None]:
+        """Read several raw parts (each a chain of chunks from its first row id) over one connection.
+
+        A part whose table has been removed by retention reads as None.
+        """
         table = raw_table(table_name)
-        parts: list[bytes] = []
         try:
             with self.engine.connect() as conn:
-                while row_id:
-                    row = conn.execute(select(table.c.data, table.c.next).where(table.c.id == row_id)).first()
-                    if row is None:
-                        return None if not parts else b"".join(parts)
-                    parts.append(bytes(row.data or b""))
-                    row_id = row.next
+                return [self._read_chunks(conn, table, row_id) for row_id in row_ids]
         except (OperationalError, ProgrammingError):
-            return None  # the raw table has been removed by retention
+            return [None] * len(row_ids)  # the raw table has been removed by retention
+
+    @staticmethod
+    def _read_chunks(conn: Connection, table: Table, row_id: int) -> bytes | None:
+        parts: list[bytes] = []
+        while row_id:
+            row = conn.execute(select(table.c.data, table.c.next).where(table.c.id == row_id)).first()
+            if row is None:
+                return None if not parts else b"".join(parts)
+            parts.append(bytes(row.data or b""))
+            row_id = row.next
         return b"".join(parts)
 
     def replace_raw(self, message: Message, headers: bytes, body: bytes | None) -> None:
@@ -851,25 +877,23 @@ class MessageDB:
     def live_stats_increment(self, type_: str) -> None:
         timestamp = now()
         minute = dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).minute
+        # One UPDATE restarts a stale minute (left from an earlier hour) or adds to it; the
+        # count is assigned before the timestamp, so it still sees the previous timestamp.
+        stale = or_(live_stats.c.timestamp.is_(None), live_stats.c.timestamp < timestamp - LIVE_STATS_RESET_SECONDS)
+        bump = (
+            update(live_stats)
+            .where(live_stats.c.minute == minute, live_stats.c.type == type_)
+            .ordered_values((live_stats.c.count, case((stale, 1), else_=live_stats.c.count + 1)),
+                            (live_stats.c.timestamp, timestamp))
+        )
         with self.engine.begin() as conn:
-            row = conn.execute(
-                select(live_stats.c.timestamp).where(live_stats.c.minute == minute, live_stats.c.type == type_)
-            ).first()
-            if row is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(live_stats).values(type=type_, minute=minute, count=1, timestamp=timestamp))
-                    return
-                except IntegrityError:
-                    row = conn.execute(
-                        select(live_stats.c.timestamp).where(live_stats.c.minute == minute, live_stats.c.type == type_)
-                    ).first()
-            stale = row.timestamp is None or row.timestamp < timestamp - LIVE_STATS_RESET_SECONDS
-            conn.execute(
-                update(live_stats)
-                .where(live_stats.c.minute == minute, live_stats.c.type == type_)
-                .values(count=1 if stale else live_stats.c.count + 1, timestamp=timestamp)
-            )
+            if conn.execute(bump).rowcount:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(live_stats).values(type=type_, minute=minute, count=1, timestamp=timestamp))
+            except IntegrityError:
+                conn.execute(bump)
 
     def live_stats_total(self, minutes: int, types: Iterable[str] = ("incoming", "outgoing")) -> int:
         minutes = min(int(minutes), 60)
