@@ -18,10 +18,8 @@ import base64
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,38 +36,10 @@ from schema.migrate import upgrade_main
 from schema.session import Database
 from tests.conftest import _drop_mariadb_databases, make_test_environ
 from tests.dns_checks.dns_server import DNSServer
+from tests.support.web_server import free_port, stop_process, wait_for_port  # noqa: F401 (used by the API tests)
 
 WEB_HOST = "postal.test"
 CLIENT_PTR = "client.test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"web server exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"web server did not listen on {port} within {timeout}s")
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,31 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait until ``process`` listens on ``port`` of 127.0.0.1; fail if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server process exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"server process did not listen on port {port} within {timeout}s")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 15 seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
 def server_environ(environ: dict) -> dict:
     """``environ`` plus a free web port and health port on loopback, logging off."""
     return {**environ, "PORT": str(free_port()), "BIND_ADDRESS": "127.0.0.1",
@@ -53,9 +78,4 @@ def running_web_server(environ: dict, log_path: Path, host: str = "postal.test",
                 time.sleep(0.2)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -15,10 +15,8 @@ import email.policy
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from email.message import EmailMessage
 
 import dkim
@@ -37,33 +35,11 @@ from tests.conftest import _drop_mariadb_databases, make_test_environ
 from tests.factories import add_domain, make_server
 from tests.support.dns_server import DNSServer
 from tests.support.smtp_sink import SMTPSink, free_port
+from tests.support.web_server import stop_process, wait_for_port
 from tests.tracking.conftest import add_track_domain
 
 ORIGINAL_URL = "https://shop.example.net/spring-sale?utm_source=mail&id=42"
 WAIT_SECONDS = 30
-
-
-def wait_for_port(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"web server exited with {process.returncode}: {process.stderr.read().decode()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"web server did not listen on port {port}")
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def newsletter() -> bytes:
