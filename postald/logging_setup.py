@@ -363,6 +363,8 @@ def configure(config, component: str | None = None, stream: TextIO | None = None
 
     if settings.sentry_dsn:
         _start_sentry(settings.sentry_dsn)
+    elif not settings.enabled and not gelf.host:
+        root.setLevel(logging.CRITICAL + 1)  # every line would be discarded: do not build them
 
 
 def configure_bootstrap(stream: TextIO | None = None) -> None:

@@ -28,7 +28,19 @@ def new_uuid() -> str:
 
 
 def random_string(length: int, alphabet: str = string.ascii_letters + string.digits) -> str:
-    return "".join(secrets.choice(alphabet) for _ in range(length))
+    """``length`` characters drawn uniformly from ``alphabet`` (at most 256 of them)
+    with the operating system's CSPRNG: random bytes at or above the largest
+    multiple of the alphabet's size are skipped, so no character is favoured."""
+    size = len(alphabet)
+    limit = 256 - 256 % size
+    chosen: list[str] = []
+    while len(chosen) < length:
+        for byte in secrets.token_bytes(length - len(chosen) + 8):
+            if byte < limit:
+                chosen.append(alphabet[byte % size])
+                if len(chosen) == length:
+                    break
+    return "".join(chosen)
 
 
 class Base(DeclarativeBase):

@@ -6,7 +6,7 @@ import re
 import secrets
 import string
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, exists, func, or_, select
 
 from postald.errors import Errors, NotFound
 from postald.services import endpoints as endpoint_service
@@ -158,24 +158,33 @@ def find_for_address(session, address: str) -> Route | None:
     return wildcard[0] if wildcard else None
 
 
-def match_address(session, address: str):
+#: The statement behind :func:`match_address`, built once: executing a prepared
+#: statement skips SQLAlchemy's construction and cache-key work on every RCPT TO.
+_MATCH_ADDRESS = (
+    select(Route.id, Route.name, Route.mode, Route.endpoint_type, Route.endpoint_id, Route.domain_id,
+           Route.server_id,
+           (Server.suspended_at.is_not(None) | Organization.suspended_at.is_not(None)).label("server_suspended"),
+           exists().where(AdditionalRouteEndpoint.route_id == Route.id).label("has_additional"))
+    .join(Domain, Domain.id == Route.domain_id)
+    .join(Server, Server.id == Route.server_id)
+    .outerjoin(Organization, Organization.id == Server.organization_id)
+    .where(func.lower(Domain.name) == bindparam("domain"),
+           or_(Route.name == bindparam("local"), Route.name == "*"),
+           Server.deleted_at.is_(None))
+)
+
+
+def match_address(connection, address: str):
     """The same route :func:`find_for_address` finds, as one narrow row for the
     SMTP server's hot path: ``id, name, mode, endpoint_type, endpoint_id,
     domain_id, server_id, server_suspended`` (the server's or its
-    organization's suspension), or None."""
+    organization's suspension) and ``has_additional`` (whether it has
+    additional endpoints), or None.  ``connection`` is a Connection or a Session."""
     local, _, domain_name = address.rpartition("@")
     if not local or not domain_name:
         return None
     local = strip_tag(local).lower()
-    rows = session.execute(
-        select(Route.id, Route.name, Route.mode, Route.endpoint_type, Route.endpoint_id, Route.domain_id,
-               Route.server_id,
-               (Server.suspended_at.is_not(None) | Organization.suspended_at.is_not(None)).label("server_suspended"))
-        .join(Domain, Domain.id == Route.domain_id)
-        .join(Server, Server.id == Route.server_id)
-        .outerjoin(Organization, Organization.id == Server.organization_id)
-        .where(func.lower(Domain.name) == domain_name.lower(), Route.name.in_([local, "*"]), Server.deleted_at.is_(None))
-    ).all()
+    rows = connection.execute(_MATCH_ADDRESS, {"domain": domain_name.lower(), "local": local}).all()
     exact = [row for row in rows if row.name == local]
     if exact:
         return exact[0]

@@ -24,7 +24,6 @@ import threading
 
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from postald.services import credentials as credential_service
 from postald.services import servers as server_service
@@ -102,16 +101,15 @@ class DatabaseBackend:
 
     def classify_recipient(self, address: str, local_part: str, domain: str,
                            credential: Credential | None) -> Recipient | Rejection | None:
+        engine = self._read_engine if self._read_engine is not None else self.database.engine
         with self._slots:
             for attempt in (1, 2):
-                session = Session(self._read_engine) if self._read_engine is not None else self.database.session()
                 try:
-                    return self.classifier.classify(session, address, local_part, domain, credential)
+                    with engine.connect() as connection:
+                        return self.classifier.classify(connection, address, local_part, domain, credential)
                 except DBAPIError as exc:
                     if attempt == 2 or not exc.connection_invalidated:
                         raise
-                finally:
-                    session.close()
 
     def received_header(self, credential: Credential | None, helo_name: str | None,
                         ip_address: str | None) -> str:

@@ -40,13 +40,13 @@ import dataclasses
 import enum
 import logging
 import re
-import secrets
 import string
 from typing import Callable, Protocol
 
 from postald import metrics
 from postald.smtp import auth, proxy, replies
 from postald.smtp.envelope import Credential, Envelope, Recipient, Rejection, StoredMessage
+from schema.main import random_string
 
 log = logging.getLogger("postald.smtp.session")
 
@@ -560,7 +560,7 @@ class SMTPSession:
 
 
 def new_trace_id() -> str:
-    return "".join(secrets.choice(_TRACE_ALPHABET) for _ in range(8))
+    return random_string(8, _TRACE_ALPHABET)
 
 
 def _envelope_address(prefix: re.Pattern, line: str) -> str:

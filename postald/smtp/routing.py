@@ -12,8 +12,8 @@ Recipient classification (RCPT TO), first matching rule wins:
 5. nothing: the caller tries an SMTP-IP credential for the client, or refuses
    (``530``).  The server is never an open relay.
 
-Lookups go through :mod:`postald.services`; each call uses one short
-database session and returns plain values.
+Lookups go through :mod:`postald.services`; each call uses one short-lived
+database connection and returns plain values.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from postald.services import credentials as credential_service
 from postald.services import domains as domain_service
@@ -57,16 +58,22 @@ class RecipientClassifier:
         self.route_domain = settings.route_domain
         self.return_path_prefix = settings.return_path_prefix + "."
 
-    def classify(self, session, address: str, local_part: str, domain: str,
+    def classify(self, connection, address: str, local_part: str, domain: str,
                  credential: Credential | None) -> Recipient | Rejection | None:
+        """Classify one recipient using ``connection`` (a Connection).  Incoming
+        mail, the common case, costs one prepared query; the other rules use an
+        ORM session bound to the same connection."""
         uname, _, tag = local_part.partition("+")
         if domain == self.return_path_domain or domain.startswith(self.return_path_prefix):
-            return self._bounce(session, address, uname)
+            with Session(bind=connection) as session:
+                return self._bounce(session, address, uname)
         if domain == self.route_domain:
-            return self._route_by_token(session, uname, tag)
+            with Session(bind=connection) as session:
+                return self._route_by_token(session, uname, tag)
         if credential is not None:
-            return self._outgoing(session, address, credential)
-        return self._incoming(session, address)
+            with Session(bind=connection) as session:
+                return self._outgoing(session, address, credential)
+        return self._incoming(connection, address)
 
     def _bounce(self, session, address: str, token: str) -> Recipient | Rejection:
         server = server_service.by_token(session, token) if token else None
@@ -101,26 +108,31 @@ class RecipientClassifier:
             return Rejection(replies.SERVER_SUSPENDED, "server-suspended")
         return Recipient("credential", address, server.id)
 
-    def _incoming(self, session, address: str) -> Recipient | Rejection | None:
-        route = route_service.match_address(session, address)  # one narrow query: this is the hot path
+    def _incoming(self, connection, address: str) -> Recipient | Rejection | None:
+        route = route_service.match_address(connection, address)
         if route is None:
             return None
         if route.server_suspended:
             return Rejection(replies.SERVER_SUSPENDED, "server-suspended")
         if route.mode == "Reject":
             return Rejection(replies.ROUTE_REJECTS, "route-rejection")
-        return Recipient("route", address, route.server_id, route.id, deliveries=deliveries_through(session, route))
+        if route.has_additional:
+            with Session(bind=connection) as session:
+                deliveries = deliveries_through(session, route)
+        else:
+            deliveries = deliveries_through(None, route)
+        return Recipient("route", address, route.server_id, route.id, deliveries=deliveries)
 
 
 def deliveries_through(session, route, bounce: bool = False) -> tuple[Delivery, ...]:
     """The messages a route (a Route, or a row with its columns) creates: one for
     its endpoint (when its mode is Endpoint), plus one per additional endpoint
-    that still exists."""
+    that still exists.  A row whose ``has_additional`` is false needs no session."""
     endpoint_type = endpoint_id = None
     if route.mode == "Endpoint" and route.endpoint_id is not None:
         endpoint_type, endpoint_id = route.endpoint_type, route.endpoint_id
     first = Delivery(route.id, route.domain_id, endpoint_type, endpoint_id, bounce)
-    if route.mode != "Endpoint":
+    if route.mode != "Endpoint" or not getattr(route, "has_additional", True):
         return (first,)  # additional endpoints exist only on Endpoint routes
     if not isinstance(route, Route):
         route = session.get(Route, route.id)

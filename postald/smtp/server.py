@@ -301,7 +301,9 @@ class Connection:
     def _send(self, lines: list[str]) -> bool:
         data = "".join(line + "\r\n" for line in lines).encode("utf-8")
         try:
-            self.sock.sendall(data)
+            sent = self.sock.send(data)  # replies are small: one send, without sendall's set-up
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
         except OSError:
             return False
         self.sent_bytes += len(data)
