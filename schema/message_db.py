@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.header
+import functools
 import email.parser
 import email.policy
 import logging
@@ -35,6 +36,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -50,7 +52,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from schema.main import QueuedMessage, Statistic, random_string
+from schema.main import QueuedMessage, Statistic, random_string, utcnow
 from schema.session import is_mysql, make_engine
 from schema.types import BigId, LongBlob, Score, UnixTime
 
@@ -578,8 +580,7 @@ class MessageDB:
         ids: list[int | None] = [None] * len(parts)
         single = [(i, part) for i, part in enumerate(parts) if part is not None and len(part) <= RAW_CHUNK_BYTES]
         if single:
-            result = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
-                                  [{"data": part, "next": None} for _, part in single])
+            result = conn.execute(_insert_raw_parts(table.name), [{"data": part, "next": None} for _, part in single])
             for (i, _part), row_id in zip(single, result.scalars().all()):
                 ids[i] = row_id
         for i, part in enumerate(parts):
@@ -706,62 +707,63 @@ class MessageDB:
                        (("queue", True), ("ip_address_id", None), ("manual", False))}
             prepared.append((*_new_message_values(timestamp, raw, **fields), options))
         scopes: dict[str, int] = {}
+        for values, *_ in prepared:
+            scopes[values["scope"]] = scopes.get(values["scope"], 0) + 1
         with self.engine.begin() as conn:
             name = raw_table_name_for(timestamp)
             table = self._ensure_raw_table(conn, name)
-            headers_ids = self._write_parts(conn, table, [headers_raw for _, headers_raw, *_ in prepared])
-            body_ids = self._write_parts(conn, table, [body_raw for _, _, body_raw, *_ in prepared])
+            part_ids = self._write_parts(conn, table, [headers_raw for _, headers_raw, *_ in prepared]
+                                         + [body_raw for _, _, body_raw, *_ in prepared])
+            count = len(prepared)
             stored_bytes = 0
-            for (values, headers_raw, body_raw, _headers, _options), headers_id, body_id in zip(
-                    prepared, headers_ids, body_ids):
+            for position, (values, headers_raw, body_raw, _headers, _options) in enumerate(prepared):
                 stored_bytes += len(headers_raw) + len(body_raw or b"")
-                values.update(raw_table=name, raw_headers_id=headers_id, raw_body_id=body_id)
-                scopes[values["scope"]] = scopes.get(values["scope"], 0) + 1
+                values.update(raw_table=name, raw_headers_id=part_ids[position], raw_body_id=part_ids[count + position])
             rows = [values for values, *_ in prepared]
-            ids = conn.execute(
-                insert(messages).returning(messages.c.id, sort_by_parameter_order=True), rows).scalars().all()
+            ids = conn.execute(_INSERT_MESSAGES, rows).scalars().all()
             for values, message_id in zip(rows, ids):
                 values["id"] = message_id
-            conn.execute(
-                update(raw_message_sizes)
-                .where(raw_message_sizes.c.table_name == name)
-                .values(size=raw_message_sizes.c.size + stored_bytes)
-            )
-            for scope, count in scopes.items():
-                self._increment_stats(conn, scope, timestamp, amount=count)
+            conn.execute(_GROW_RAW_TABLE, {"raw_name": name, "added": stored_bytes})
+            for scope, amount in scopes.items():
+                self._increment_stats(conn, scope, timestamp, amount=amount)
         created = []
         for values, headers_raw, body_raw, headers, options in prepared:
             message = Message(self, _complete_row(values))
             message._headers_raw, message._body_raw, message._headers = headers_raw, body_raw, headers
             created.append((message, options))
+        queued = [self.queued_values_for(message, ip_address_id=options["ip_address_id"], manual=options["manual"])
+                  for message, options in created if options["queue"]]
         try:
-            with self.database.unit_of_work() as session:
-                for scope, count in scopes.items():
-                    _increment_global_statistics(session, scope, count)
-                    session.flush()  # a row created for the first scope must be seen by the next
-                for message, options in created:
-                    if options["queue"]:
-                        session.add(self.queued_message_for(
-                            message, ip_address_id=options["ip_address_id"], manual=options["manual"]))
+            with self.database.engine.begin() as conn:
+                for scope, amount in scopes.items():
+                    _increment_global_statistics_core(conn, scope, amount)
+                if queued:
+                    conn.execute(_INSERT_QUEUED, queued)
         except BaseException:
             with self.engine.begin() as conn:
                 conn.execute(delete(messages).where(messages.c.id.in_([m.id for m, _ in created])))
             raise
         return [message for message, _ in created]
 
-    def queued_message_for(self, message: Message, ip_address_id: int | None = None, manual: bool = False) -> QueuedMessage:
+    def queued_values_for(self, message: Message, ip_address_id: int | None = None, manual: bool = False) -> dict:
+        """The queued_messages row of a message, as column values."""
         row = message.row
-        domain = (row["rcpt_to"] or "").rpartition("@")[2].lower() or None
-        return QueuedMessage(
-            server_id=self.server_id,
-            message_id=row["id"],
-            domain=domain,
-            route_id=row.get("route_id"),
-            ip_address_id=ip_address_id,
-            manual=manual,
-            batch_key=batch_key_for(row),
-            attempts=0,
-        )
+        moment = utcnow()
+        return {
+            "server_id": self.server_id,
+            "message_id": row["id"],
+            "domain": (row["rcpt_to"] or "").rpartition("@")[2].lower() or None,
+            "route_id": row.get("route_id"),
+            "ip_address_id": ip_address_id,
+            "manual": manual,
+            "batch_key": batch_key_for(row),
+            "attempts": 0,
+            "created_at": moment,
+            "updated_at": moment,
+        }
+
+    def queued_message_for(self, message: Message, ip_address_id: int | None = None, manual: bool = False) -> QueuedMessage:
+        return QueuedMessage(**self.queued_values_for(message, ip_address_id=ip_address_id, manual=manual))
 
     def message(self, id_or_token: int | str) -> Message | None:
         if isinstance(id_or_token, int) or (isinstance(id_or_token, str) and id_or_token.isdigit() and len(id_or_token) < 12):
@@ -850,9 +852,8 @@ class MessageDB:
         moment = dt.datetime.fromtimestamp(timestamp or now(), dt.timezone.utc)
         for period, table in STATS_TABLES.items():
             start = _period_start(moment, period)
-            changed = conn.execute(
-                update(table).where(table.c.time == start).values({counter: table.c[counter] + amount})
-            ).rowcount
+            statement = _stats_increment(period, counter)
+            changed = conn.execute(statement, {"period_start": start, "amount": amount}).rowcount
             if not changed:
                 try:
                     with conn.begin_nested():
@@ -860,9 +861,7 @@ class MessageDB:
                         row.update(time=start, **{counter: amount})
                         conn.execute(insert(table).values(**row))
                 except IntegrityError:
-                    conn.execute(
-                        update(table).where(table.c.time == start).values({counter: table.c[counter] + amount})
-                    )
+                    conn.execute(statement, {"period_start": start, "amount": amount})
 
     def increment_stat(self, counter: str, timestamp: float | None = None) -> None:
         with self.engine.begin() as conn:
@@ -1091,6 +1090,48 @@ def _period_start(moment: dt.datetime, period: str) -> int:
     else:
         start = moment.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
     return int(start.timestamp())
+
+
+#: Statements of the storage hot path, built once (see :meth:`MessageDB.insert_messages`).
+_INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+_GROW_RAW_TABLE = (update(raw_message_sizes)
+                   .where(raw_message_sizes.c.table_name == bindparam("raw_name"))
+                   .values(size=raw_message_sizes.c.size + bindparam("added")))
+_INSERT_QUEUED = insert(QueuedMessage.__table__)
+_GLOBAL_STATISTICS_SQLITE = {
+    column: text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
+                 "WHERE id = (SELECT MIN(id) FROM statistics)")
+    for column in ("total_incoming", "total_outgoing")
+}
+# MariaDB refuses a subquery on the table being updated; the single row is the first one.
+_GLOBAL_STATISTICS_MYSQL = {
+    column: text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
+                 "ORDER BY id LIMIT 1")
+    for column in ("total_incoming", "total_outgoing")
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_raw_parts(name: str):
+    table = raw_table(name)
+    return insert(table).returning(table.c.id, sort_by_parameter_order=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _stats_increment(period: str, counter: str):
+    table = STATS_TABLES[period]
+    return (update(table).where(table.c.time == bindparam("period_start"))
+            .values({counter: table.c[counter] + bindparam("amount")}))
+
+
+def _increment_global_statistics_core(conn: Connection, scope: str, amount: int = 1) -> None:
+    """:func:`_increment_global_statistics` on a Core connection to the main database."""
+    column = "total_incoming" if scope == "incoming" else "total_outgoing"
+    statements = _GLOBAL_STATISTICS_MYSQL if is_mysql(conn.engine) else _GLOBAL_STATISTICS_SQLITE
+    if not conn.execute(statements[column], {"n": int(amount)}).rowcount:
+        conn.execute(insert(Statistic.__table__).values(
+            total_messages=amount, total_outgoing=amount * int(scope != "incoming"),
+            total_incoming=amount * int(scope == "incoming")))
 
 
 def _increment_global_statistics(session, scope: str, amount: int = 1) -> None:
