@@ -160,6 +160,15 @@ class Transaction:
         self._last_header = None
         self.append(f"Received: {received}".encode("utf-8", "replace"), max_bytes)
 
+    def extend(self, lines: list[bytes], max_bytes: int) -> None:
+        """:meth:`append` for several lines at once."""
+        self.size += sum(map(len, lines)) + 2 * len(lines)
+        if self.too_large or self.size > max_bytes:
+            self.too_large = True
+            self.buffer = []
+            return
+        self.buffer.extend(lines)
+
     def append(self, line: bytes, max_bytes: int) -> None:
         """Add one message line (CRLF appended); stop buffering once over the limit."""
         self.size += len(line) + 2
@@ -471,6 +480,46 @@ class SMTPSession:
         self._continuation = self._data_line
         self._data_logging = True
         return replies.DATA_GO_AHEAD
+
+    @property
+    def takes_data_blocks(self) -> bool:
+        """Whether :meth:`take_data_block` may consume message data now: in the
+        body (headers are read line by line), with data logging off."""
+        return (self._continuation == self._data_line and not self.transaction.in_headers
+                and not self._data_logging and self._previous_cr)
+
+    def take_data_block(self, block: bytes, max_line: int) -> tuple[int, Reply]:
+        """Consume the complete lines of message data at the start of ``block`` at once.
+
+        The same rules as :meth:`_data_line`, applied to many lines with a few
+        C-level operations: only when every line break in the block is CRLF
+        (a bare CR or LF, or a line over ``max_line``, leaves it to the
+        per-line path).  Returns the bytes consumed and the reply (the one to
+        the end of data, when the block holds the terminating ``.`` line).
+        """
+        end = block.rfind(b"\r\n")
+        if end < 0 or not self.takes_data_blocks:
+            return 0, None
+        region = block[:end]
+        breaks = region.count(b"\r\n")
+        if region.count(b"\r") != breaks or region.count(b"\n") != breaks:
+            return 0, None
+        lines = region.split(b"\r\n")
+        if max(map(len, lines)) > max_line:
+            return 0, None
+        try:
+            terminator = lines.index(b".")
+        except ValueError:
+            terminator = None
+        body = lines if terminator is None else lines[:terminator]
+        consumed = end + 2 if terminator is None else sum(map(len, body)) + 2 * len(body) + 3
+        self.transaction.extend([line[1:] if line[:1] == b"." else line for line in body],
+                                self.settings.max_message_bytes)
+        if terminator is None:
+            return consumed, None
+        self._continuation = None
+        self._data_logging = True
+        return consumed, self._end_of_data()
 
     def _data_line(self, line: bytes, cr_present: bool) -> Reply:
         if line == b"." and cr_present and self._previous_cr:

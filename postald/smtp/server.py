@@ -272,6 +272,13 @@ class Connection:
         output: list[str] = []
         position = 0
         while True:
+            if session.takes_data_blocks:  # message body: many lines at once
+                consumed, result = session.take_data_block(bytes(buffer[position:]), DATA_LINE_MAX)
+                if consumed:
+                    position += consumed
+                    if result:
+                        output.append(result)
+                    continue
             end = buffer.find(b"\n", position)
             if end < 0:
                 return output, position, False

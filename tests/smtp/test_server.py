@@ -209,6 +209,36 @@ def test_bare_line_endings_never_end_a_message(server, world):
     assert b"\r" not in body.replace(b"\r\n", b"") and b"\n" not in body.replace(b"\r\n", b"")
 
 
+def test_message_data_split_across_reads_is_stored_as_sent(server, world):
+    """Message bodies are taken many lines at a time; reads that end mid line,
+    mid CRLF or mid terminator, dot-stuffing and a command pipelined behind the
+    dot give what line-by-line reading gives."""
+    first, second = subject(), subject()
+    client = Client(server.port)
+    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.one("HELO client.test")
+    client.one("MAIL FROM:<split@b.test>")
+    client.one("RCPT TO:<test@example.com>")
+    assert client.one("DATA") == "354 Go ahead"
+    for chunk in (f"Subject: {first}\r\n\r\nline1\r\n..dotted\r\n.x\r", "\nplain\r\n", "tail\r\n\r",
+                  "\n.\r", "\nNOOP\r\n"):
+        client.send(chunk)
+        time.sleep(0.05)
+    assert client.reply() == ["250 OK"]
+    assert client.reply() == ["250 OK"]
+    client.one("MAIL FROM:<split@b.test>")
+    client.one("RCPT TO:<test@example.com>")
+    assert client.one("DATA") == "354 Go ahead"
+    for chunk in (f"Subject: {second}\r\n\r\na\r\nb\r\n", "c\nd\r\n.\r\n"):
+        client.send(chunk)
+        time.sleep(0.05)
+    assert client.reply() == ["250 OK"]
+    (stored,) = world.messages_with_subject(first)
+    assert stored.raw_message().split(b"\r\n\r\n", 1)[1] == b"line1\r\n.dotted\r\nx\r\nplain\r\ntail\r\n\r\n"
+    (stored,) = world.messages_with_subject(second)
+    assert stored.raw_message().split(b"\r\n\r\n", 1)[1] == b"a\r\nb\r\nc\r\nd\r\n"
+
+
 # -- recipients ------------------------------------------------------------------------------------
 
 
