@@ -207,6 +207,8 @@ SCHEMA: list[Key] = _expand_legacy([
         ("log_ip_address_exclusion_matcher", "S", None, "regex of IPs not to log"),
         ("smtps_port", "I", None, "(beyond) implicit-TLS listener port; disabled when unset"),
         ("idle_timeout", "I", 300, "(beyond) seconds an SMTP session may wait for a line before 421 and close"),
+        ("processes", "I", 1, "(beyond) SMTP server processes sharing the port, one CPU core each "
+                              "(postal smtp-server; use with MariaDB)"),
     ),
     *_group(
         "dns",

@@ -48,7 +48,13 @@ def exposition() -> str:
     """The Prometheus text exposition of this process, with Postal's metric names."""
     from postald.metrics import PLAIN_COUNTERS
 
-    text = generate_latest(REGISTRY).decode()
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the processes of a multi-process server, added up
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    text = generate_latest(registry).decode()
     for name in PLAIN_COUNTERS:
         text = text.replace(name + "_total", name)
     return text

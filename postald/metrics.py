@@ -37,7 +37,8 @@ smtp_server_messages = Counter("postal_smtp_server_messages", "Messages accepted
 # -- (beyond) ------------------------------------------------------------------
 # postal_queue_depth, postal_queue_oldest_message_age_seconds and postal_webhook_backlog
 # are sampled from the database at scrape time: see postald.ops_metrics.
-smtp_server_sessions_open = Gauge("postal_smtp_server_sessions_open", "SMTP sessions currently open")
+smtp_server_sessions_open = Gauge("postal_smtp_server_sessions_open", "SMTP sessions currently open",
+                                  multiprocess_mode="livesum")
 delivery_latency = Histogram(
     "postal_delivery_latency", "Seconds from message creation to a final delivery result",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))

@@ -152,8 +152,7 @@ def _role_command(spec: RoleSpec):
         wait_for_migrations(config, ctx.database)
         ctx.close()  # the role opens its own database
         log.info("role.starting", extra={"role": spec.command})
-        getattr(module, spec.entry_point)(config)
-        return 0
+        return getattr(module, spec.entry_point)(config) or 0
 
     command.__name__ = spec.command.replace("-", "_")
     command.__doc__ = f"Run the {spec.title}."

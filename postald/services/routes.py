@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import re
 import secrets
 import string
 
 from sqlalchemy import bindparam, exists, func, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from postald.errors import Errors, NotFound
 from postald.services import endpoints as endpoint_service
@@ -174,6 +177,42 @@ _MATCH_ADDRESS = (
 )
 
 
+_MatchedRoute = collections.namedtuple("_MatchedRoute", [c.name for c in _MATCH_ADDRESS.selected_columns])
+_compiled_match: dict[str, tuple[str, tuple[str, ...] | None, dict]] = {}
+
+
+def _match_on_driver(connection: Connection, params: dict) -> list:
+    """Run :data:`_MATCH_ADDRESS` on the connection's DBAPI cursor, with its SQL
+    compiled once per dialect: the route lookup is the one query every RCPT TO
+    makes, and this skips the per-execution work of SQLAlchemy's result layer."""
+    dialect = connection.dialect
+    compiled = _compiled_match.get(dialect.name)
+    if compiled is None:
+        statement = _MATCH_ADDRESS.compile(dialect=dialect)
+        order = tuple(statement.positiontup) if statement.positional else None
+        compiled = _compiled_match[dialect.name] = (str(statement), order, dict(statement.params))
+    sql, order, fixed = compiled
+    values = {**fixed, **params}
+    arguments = tuple(values[name] for name in order) if order is not None else values
+    dbapi_connection = connection.connection.dbapi_connection
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, arguments)
+        return [_MatchedRoute(*row) for row in cursor.fetchall()]
+    except dialect.loaded_dbapi.Error as exc:
+        # As SQLAlchemy would: a lost connection is invalidated, and the error says so.
+        lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(sql, arguments, exc, dialect.loaded_dbapi.Error,
+                                  connection_invalidated=lost, dialect=dialect) from exc
+    finally:
+        try:
+            cursor.close()
+        except dialect.loaded_dbapi.Error:
+            pass
+
+
 def match_address(connection, address: str):
     """The same route :func:`find_for_address` finds, as one narrow row for the
     SMTP server's hot path: ``id, name, mode, endpoint_type, endpoint_id,
@@ -184,7 +223,11 @@ def match_address(connection, address: str):
     if not local or not domain_name:
         return None
     local = strip_tag(local).lower()
-    rows = connection.execute(_MATCH_ADDRESS, {"domain": domain_name.lower(), "local": local}).all()
+    params = {"domain": domain_name.lower(), "local": local}
+    if isinstance(connection, Connection):
+        rows = _match_on_driver(connection, params)
+    else:
+        rows = connection.execute(_MATCH_ADDRESS, params).all()
     exact = [row for row in rows if row.name == local]
     if exact:
         return exact[0]

@@ -46,6 +46,7 @@ from postald import metrics
 from postald.health import start_health_server
 from postald.smtp import replies
 from postald.smtp.backend import DatabaseBackend
+from postald.smtp.processes import process_index, run_processes, watch_launcher
 from postald.smtp.protocol import SessionSettings, SMTPSession, new_trace_id
 
 log = logging.getLogger("postald.smtp.server")
@@ -84,17 +85,20 @@ def build_tls_context(config) -> ssl.SSLContext:
     return context
 
 
-def _listener(bind: str, port: int) -> socket.socket:
+def _listener(bind: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening socket with Postal's keepalive settings; ``::`` is dual-stack
-    (falling back to IPv4 only where the host has no IPv6)."""
+    (falling back to IPv4 only where the host has no IPv6).  ``reuse_port``
+    lets the processes of a multi-process server share the port."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
         if bind == "::" and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
-            return _listener("0.0.0.0", port)
+            return _listener("0.0.0.0", port, reuse_port)
         raise
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for option, value in (("TCP_KEEPIDLE", 50), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 5)):
         if hasattr(socket, option):
@@ -148,10 +152,11 @@ class SMTPServerRole:
         if self._backend is None:
             self._backend = DatabaseBackend(self.config, self.database, self.settings)
         bind = self.bind_address
-        listeners = [(_listener(bind, self.port), False)]
+        index = process_index()  # set in the processes of a multi-process server
+        listeners = [(_listener(bind, self.port, reuse_port=index is not None), False)]
         smtps_port = self.config.smtp_server.smtps_port
         if smtps_port is not None and self.tls_context is not None:
-            listeners.append((_listener(bind, smtps_port), True))
+            listeners.append((_listener(bind, smtps_port, reuse_port=index is not None), True))
         elif smtps_port is not None:
             log.error("smtp.smtps_disabled", extra={"reason": "TLS is not enabled or its certificate could not be loaded"})
         for sock, implicit_tls in listeners:
@@ -162,6 +167,8 @@ class SMTPServerRole:
             log.info("smtp.listening", extra={"bind": bind, "port": server.server_port,
                                                 "implicit_tls": implicit_tls})
         smtp = self.config.smtp_server
+        if index not in (None, 0):
+            return  # the first process serves /health and everyone's /metrics
         self.health_server = start_health_server(
             "smtp-server", self.config, smtp.default_health_server_port,
             smtp.default_health_server_bind_address, check=self.database.ping)
@@ -355,9 +362,14 @@ class Connection:
 # -- process entry points -------------------------------------------------------------------
 
 
-def run(config, shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
-    """Run the SMTP server until SIGTERM or SIGINT (gevent must already be monkey patched)."""
+def run(config, shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> int:
+    """Run the SMTP server until SIGTERM or SIGINT (gevent must already be monkey
+    patched); with ``smtp_server.processes`` above 1, run that many of them
+    (:mod:`postald.smtp.processes`).  Returns the exit status."""
     from schema.session import Database
+
+    if config.smtp_server.processes > 1 and process_index() is None:
+        return run_processes(config, config.smtp_server.processes)
 
     stopping = gevent.event.Event()
 
@@ -369,6 +381,7 @@ def run(config, shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
     # already be served before start() returns.
     gevent.signal_handler(signal.SIGTERM, on_signal, "TERM")
     gevent.signal_handler(signal.SIGINT, on_signal, "INT")
+    watch_launcher(stopping)
     database = Database(config)
     role = SMTPServerRole(config, database)
     role.start()
@@ -377,6 +390,7 @@ def run(config, shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
     finally:
         role.stop(timeout=shutdown_timeout)
         database.dispose()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,8 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"postal smtp-server: {exc}", file=sys.stderr)
         return 1
     logging_setup.configure(config, component="smtp-server")
-    run(config)
-    return 0
+    return run(config)
 
 
 if __name__ == "__main__":

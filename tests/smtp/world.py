@@ -103,6 +103,10 @@ class World:
     def messages_with_subject(self, subject: str) -> list:
         return self.database.message_db(self.server_id).messages_where(messages.c.subject == subject, order_desc=False)
 
+    def messages_with_subject_prefix(self, prefix: str) -> list:
+        return self.database.message_db(self.server_id).messages_where(
+            messages.c.subject.startswith(prefix, autoescape=True), order_desc=False)
+
     def queued_for(self, message_ids) -> list[QueuedMessage]:
         with self.database.unit_of_work() as session:
             rows = session.scalars(select(QueuedMessage).where(

@@ -1,0 +1,169 @@
+"""Several SMTP server processes on one port (``smtp_server.processes``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import BACKENDS
+from tests.smtp.conftest import ROOT, free_port, wait_for_port
+from tests.smtp.world import World
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request, tmp_path_factory, dns_server):
+    world = World.build(tmp_path_factory.mktemp("smtp-processes"), request.param, dns_server.address)
+    yield world
+    world.close()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return sorted(found)
+
+
+def listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def listens_on(pid: int, port: int) -> bool:
+    wanted = listening_inodes(port)
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        match = re.fullmatch(r"socket:\[(\d+)\]", target)
+        if match and match.group(1) in wanted:
+            return True
+    return False
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def send(port: int, index: int) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.sendmail("sender@outside.test", ["test@example.com"],
+                        f"Subject: processes {index}\r\n\r\nMessage {index}.\r\n")
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match, f"{name} not in the exposition"
+    return float(match.group(1))
+
+
+@pytest.fixture
+def launcher(world, tmp_path):
+    port, health_port = free_port(), free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = dict(os.environ, **world.environ, PORT=str(port), BIND_ADDRESS="127.0.0.1",
+               HEALTH_SERVER_PORT=str(health_port), HEALTH_SERVER_BIND_ADDRESS="127.0.0.1",
+               SMTP_SERVER_PROCESSES="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONPATH=ROOT)
+    with open(tmp_path / "output.log", "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "postald.smtp.server"], cwd=ROOT, env=env,
+                                   stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, process)
+        wait_until(lambda: len(children_of(process.pid)) == 2, what="two server processes")
+        wait_until(lambda: all(listens_on(pid, port) for pid in children_of(process.pid)),
+                   what="both processes listening")
+        wait_for_port(health_port, process)
+        yield process, port, health_port, tmp_path / "output.log"
+    finally:
+        pids = children_of(process.pid)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_processes_share_the_port_and_add_up_their_metrics(launcher, world):
+    process, port, health_port, _output = launcher
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: send(port, i), range(40)))
+    assert len(world.messages_with_subject_prefix("processes ")) == 40
+
+    exposition = requests.get(f"http://127.0.0.1:{health_port}/metrics", timeout=10).text
+    assert metric(exposition, 'postal_smtp_server_messages_total{tls="no",type="incoming"}') == 40
+    assert metric(exposition, "postal_smtp_server_connections_total") >= 40
+
+    # A process that dies is replaced; what it counted stays in the sums.
+    first, second = children_of(process.pid)
+    os.kill(second, signal.SIGKILL)
+    wait_until(lambda: len(children_of(process.pid)) == 2 and second not in children_of(process.pid),
+               what="the killed process to be replaced")
+    wait_until(lambda: all(listens_on(pid, port) for pid in children_of(process.pid)),
+               what="the new process to listen")
+    assert first in children_of(process.pid)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: send(port, i), range(40, 50)))
+    assert len(world.messages_with_subject_prefix("processes ")) == 50
+    exposition = requests.get(f"http://127.0.0.1:{health_port}/metrics", timeout=10).text
+    assert metric(exposition, 'postal_smtp_server_messages_total{tls="no",type="incoming"}') == 50
+
+    children = children_of(process.pid)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    for pid in children:
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}") or children_of(process.pid) == [],
+                   what=f"process {pid} to stop")
+
+
+def test_processes_stop_when_their_launcher_is_killed(launcher):
+    process, port, _health_port, _output = launcher
+    children = children_of(process.pid)
+    process.kill()
+    process.wait(timeout=10)
+
+    def gone(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    wait_until(lambda: all(gone(pid) for pid in children), timeout=40, what="orphaned processes to stop")
+    with pytest.raises(OSError):
+        send(port, 0)
