@@ -358,6 +358,8 @@ def _decode_header(value: Any) -> str:
     if not isinstance(value, str):
         value = str(value)
     value = re.sub(r"\r?\n[ \t]+", " ", value)
+    if "=?" not in value:
+        return value  # no encoded words: decoding would give the value back
     try:
         decoded = email.header.make_header(email.header.decode_header(value))
         return str(decoded)
