@@ -165,7 +165,11 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 process.kill()
                 status = process.wait()
-            failed += status != 0
+            # A process still starting up when asked to stop ends by the signal itself.
+            clean = status in (0, -signal.SIGTERM)
+            failed += not clean
+            log.log(logging.INFO if clean else logging.ERROR, "smtp.process_stopped",
+                    extra={"pid": process.pid, "status": status})
         return 1 if failed else 0
 
 

@@ -120,7 +120,7 @@ def launcher(world, tmp_path):
 
 
 def test_processes_share_the_port_and_add_up_their_metrics(launcher, world):
-    process, port, health_port, _output = launcher
+    process, port, health_port, output = launcher
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: send(port, i), range(40)))
     assert len(world.messages_with_subject_prefix("processes ")) == 40
@@ -132,8 +132,10 @@ def test_processes_share_the_port_and_add_up_their_metrics(launcher, world):
     # A process that dies is replaced; what it counted stays in the sums.
     first, second = children_of(process.pid)
     os.kill(second, signal.SIGKILL)
-    wait_until(lambda: len(children_of(process.pid)) == 2 and second not in children_of(process.pid),
+    wait_until(lambda: "smtp.process_started index=1" in output.read_text().split("smtp.process_exited", 1)[-1],
                what="the killed process to be replaced")
+    wait_until(lambda: len(children_of(process.pid)) == 2 and second not in children_of(process.pid),
+               what="two processes again")
     wait_until(lambda: all(listens_on(pid, port) for pid in children_of(process.pid)),
                what="the new process to listen")
     assert first in children_of(process.pid)
@@ -145,7 +147,7 @@ def test_processes_share_the_port_and_add_up_their_metrics(launcher, world):
 
     children = children_of(process.pid)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    assert process.wait(timeout=60) == 0, output.read_text()[-3000:]
     for pid in children:
         wait_until(lambda: not os.path.exists(f"/proc/{pid}") or children_of(process.pid) == [],
                    what=f"process {pid} to stop")
