@@ -21,6 +21,7 @@ from postald.config import load
 from postald.smtp.backend import DatabaseBackend
 from postald.smtp.protocol import SessionSettings, SMTPSession
 from postald.smtp.received import PTRResolver
+from tests.conftest import BACKENDS
 from tests.dns_checks.dns_server import DNSServer
 
 HOSTNAME = "postal.test"
@@ -44,6 +45,16 @@ def dns_server():
                 raise
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request, tmp_path_factory, dns_server):
+    """The mail setup (:class:`tests.smtp.world.World`) of a module's server-process tests, per backend."""
+    from tests.smtp.world import World
+
+    world = World.build(tmp_path_factory.mktemp("smtp-world"), request.param, dns_server.address)
+    yield world
+    world.close()
 
 
 @pytest.fixture

@@ -14,18 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import BACKENDS
 from tests.smtp.conftest import ROOT, free_port, wait_for_port
-from tests.smtp.world import World
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def world(request, tmp_path_factory, dns_server):
-    world = World.build(tmp_path_factory.mktemp("smtp-processes"), request.param, dns_server.address)
-    yield world
-    world.close()
 
 
 def children_of(pid: int) -> list[int]:
@@ -132,8 +123,13 @@ def test_processes_share_the_port_and_add_up_their_metrics(launcher, world):
     # A process that dies is replaced; what it counted stays in the sums.
     first, second = children_of(process.pid)
     os.kill(second, signal.SIGKILL)
-    wait_until(lambda: "smtp.process_started index=1" in output.read_text().split("smtp.process_exited", 1)[-1],
-               what="the killed process to be replaced")
+    exited = f"smtp.process_exited index=1 pid={second} "
+
+    def replaced() -> bool:
+        text = output.read_text()
+        return exited in text and "smtp.process_started index=1" in text.split(exited, 1)[1]
+
+    wait_until(replaced, timeout=60, what="the killed process to be reaped and replaced")
     wait_until(lambda: len(children_of(process.pid)) == 2 and second not in children_of(process.pid),
                what="two processes again")
     wait_until(lambda: all(listens_on(pid, port) for pid in children_of(process.pid)),

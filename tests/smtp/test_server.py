@@ -14,18 +14,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from tests.conftest import BACKENDS
 from tests.smtp.conftest import HOSTNAME, ROUTE_DOMAIN, RETURN_PATH_DOMAIN, ServerProcess
-from tests.smtp.world import World, swaks
+from tests.smtp.world import swaks
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def world(request, tmp_path_factory, dns_server):
-    world = World.build(tmp_path_factory.mktemp("smtp-world"), request.param, dns_server.address)
-    yield world
-    world.close()
 
 
 @pytest.fixture(scope="module")
