@@ -118,14 +118,22 @@ def run(config) -> None:
 
     database = Database(config)
     host, port = listen_address(config)
-    web = WebServer(make_app(config, database), host, port, threads=config.web_server.max_threads)
-    health_server = start_health_server(config, database)
+    stop_requested = threading.Event()
+    web = None
 
     def on_signal(signum, _frame):
         log.info("web_server.stopping", extra={"signal": signal.Signals(signum).name})
-        web.stop()
+        stop_requested.set()
+        if web is not None:
+            web.stop()
 
+    # Handlers before the socket is bound: a SIGTERM that arrives once the port
+    # answers must always stop the server gracefully.
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    web = WebServer(make_app(config, database), host, port, threads=config.web_server.max_threads)
+    if stop_requested.is_set():
+        web.stop()
+    health_server = start_health_server(config, database)
     log.info("web_server.started", extra={"addresses": [f"{h}:{p}" for h, p in web.addresses]})
     try:
         web.serve()
