@@ -213,21 +213,17 @@ def _match_on_driver(connection: Connection, params: dict) -> list:
             pass
 
 
-def match_address(connection, address: str):
+def match_address(connection: Connection, address: str):
     """The same route :func:`find_for_address` finds, as one narrow row for the
     SMTP server's hot path: ``id, name, mode, endpoint_type, endpoint_id,
     domain_id, server_id, server_suspended`` (the server's or its
     organization's suspension) and ``has_additional`` (whether it has
-    additional endpoints), or None.  ``connection`` is a Connection or a Session."""
+    additional endpoints), or None."""
     local, _, domain_name = address.rpartition("@")
     if not local or not domain_name:
         return None
     local = strip_tag(local).lower()
-    params = {"domain": domain_name.lower(), "local": local}
-    if isinstance(connection, Connection):
-        rows = _match_on_driver(connection, params)
-    else:
-        rows = connection.execute(_MATCH_ADDRESS, params).all()
+    rows = _match_on_driver(connection, {"domain": domain_name.lower(), "local": local})
     exact = [row for row in rows if row.name == local]
     if exact:
         return exact[0]
