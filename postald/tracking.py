@@ -130,15 +130,32 @@ class RewriteResult:
         return bool(self.links) or self.images > 0
 
 
-def tracking_settings(session, server, message) -> TrackingSettings | None:
+def tracking_settings(session, server, message, cache: dict | None = None) -> TrackingSettings | None:
     """The tracking settings for a message, or None when it is not tracked.
 
     A message is tracked when its server has a tracking domain on the
-    message's domain whose DNS has been checked ``OK``.
+    message's domain whose DNS has been checked ``OK``.  ``cache``, when
+    given, keeps what was found per server and domain for the next message
+    (the messages of one worker batch share it).
     """
     domain_id = getattr(message, "domain_id", None)
     if not domain_id:
         return None
+    key = ("tracking", server.id, domain_id)
+    if cache is not None and key in cache:
+        found = cache[key]
+    else:
+        found = _track_domain_settings(session, server, domain_id)
+        if cache is not None:
+            cache[key] = found
+    if found is None:
+        return None
+    base_url, track_clicks, track_loads, excluded_hosts = found
+    return TrackingSettings(base_url=base_url, server_token=server.token, message_token=message.token,
+                            track_clicks=track_clicks, track_loads=track_loads, excluded_hosts=excluded_hosts)
+
+
+def _track_domain_settings(session, server, domain_id: int) -> tuple[str, bool, bool, frozenset[str]] | None:
     track_domain = session.scalars(
         select(TrackDomain).where(
             TrackDomain.server_id == server.id, TrackDomain.domain_id == domain_id, TrackDomain.dns_status == "OK"
@@ -150,14 +167,10 @@ def tracking_settings(session, server, message) -> TrackingSettings | None:
     if domain is None:
         return None
     scheme = "https" if track_domain.ssl_enabled is None or track_domain.ssl_enabled else "http"
-    return TrackingSettings(
-        base_url=f"{scheme}://{track_domain.name}.{domain.name}",
-        server_token=server.token,
-        message_token=message.token,
-        track_clicks=track_domain.track_clicks is None or bool(track_domain.track_clicks),
-        track_loads=track_domain.track_loads is None or bool(track_domain.track_loads),
-        excluded_hosts=frozenset(track_domain_service.excluded_domains(track_domain)),
-    )
+    return (f"{scheme}://{track_domain.name}.{domain.name}",
+            track_domain.track_clicks is None or bool(track_domain.track_clicks),
+            track_domain.track_loads is None or bool(track_domain.track_loads),
+            frozenset(track_domain_service.excluded_domains(track_domain)))
 
 
 def tracking_disabled_by_header(raw: bytes) -> bool:
@@ -167,26 +180,33 @@ def tracking_disabled_by_header(raw: bytes) -> bool:
     return any(value.strip().lower() == "skip" for value in values)
 
 
-def rewrite_for_tracking(config, session, server, message_db, message, raw: bytes) -> bytes:
+def rewrite_for_tracking(config, session, server, message_db, message, raw: bytes, *,
+                         defer=None, cache: dict | None = None) -> bytes:
     """Rewrite an outgoing message for click and open tracking; returns the raw message to send.
 
     Runs once per message: the first call stores the rewritten message as the
     message's raw data, records its links and sets ``parsed``,
     ``tracked_links`` and ``tracked_images``; later calls (retries) return
     ``raw`` unchanged.  Messages without a tracking domain, with
-    ``X-AMP: skip``, or that cannot be parsed are returned unchanged.  DKIM
-    signing must happen after this.  ``config`` is part of the pipeline's hook
-    signature and not needed by the rewrite itself.
+    ``X-AMP: skip``, or that cannot be parsed are returned unchanged; for a
+    message without a tracking domain, ``defer(**values)`` (when given) takes
+    the marks to store later, with the message's delivery.  DKIM signing must
+    happen after this.  ``config`` is part of the pipeline's hook signature and
+    not needed by the rewrite itself.  ``cache``: see :func:`tracking_settings`.
     """
     if getattr(message, "parsed", 0):
         return raw
     if tracking_disabled_by_header(raw):
         log.info("tracking.skipped", extra={"message_id": message.id, "reason": "X-AMP: skip"})
         return raw
-    settings = tracking_settings(session, server, message)
+    settings = tracking_settings(session, server, message, cache)
     if settings is None:
-        message_db.update_message(message.id, parsed=1, tracked_links=0, tracked_images=0)
-        _update_row(message, parsed=1, tracked_links=0, tracked_images=0)
+        untracked = {"parsed": 1, "tracked_links": 0, "tracked_images": 0}
+        if defer is not None:
+            defer(**untracked)
+        else:
+            message_db.update_message(message.id, **untracked)
+            _update_row(message, **untracked)
         return raw
     try:
         result = rewrite_raw(raw, settings)

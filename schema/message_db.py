@@ -335,6 +335,13 @@ def split_raw(raw: bytes) -> tuple[bytes, bytes | None]:
     return raw, None
 
 
+def raw_size(headers: bytes, body: bytes | None) -> int:
+    """len(join_raw(headers, body)) without joining."""
+    if body is None:
+        return len(headers)
+    return len(headers) + (2 if headers.endswith(b"\r\n") else 1) + len(body)
+
+
 def join_raw(headers: bytes, body: bytes | None) -> bytes:
     if body is None:
         return headers
@@ -590,32 +597,61 @@ class MessageDB:
                 ids[i] = self._write_chunks(conn, table, part)
         return ids
 
-    def _store_raw(self, conn: Connection, timestamp: float, headers: bytes, body: bytes) -> tuple[str, int, int]:
+    def _store_raw(self, conn: Connection, timestamp: float, headers: bytes, body: bytes | None) -> tuple[str, int, int]:
         name = raw_table_name_for(timestamp)
         table = self._ensure_raw_table(conn, name)
-        headers_id = self._write_chunks(conn, table, headers)
-        body_id = self._write_chunks(conn, table, body) if body is not None else None
-        conn.execute(
-            update(raw_message_sizes)
-            .where(raw_message_sizes.c.table_name == name)
-            .values(size=raw_message_sizes.c.size + len(headers) + len(body or b""))
-        )
+        headers_id, body_id = self._write_parts(conn, table, [headers, body])
+        conn.execute(_GROW_RAW_TABLE, {"raw_name": name, "added": len(headers) + len(body or b"")})
         return name, headers_id, body_id
 
     def read_raw(self, table_name: str, row_id: int) -> bytes | None:
         return self.read_raw_parts(table_name, [row_id])[0]
 
     def read_raw_parts(self, table_name: str, row_ids: list[int]) -> list[bytes | None]:
-        """Read several raw parts (each a chain of chunks from its first row id) over one connection.
+        """Read several raw parts (each a chain of chunks from its first row id) over one connection:
+        the first chunk of every part in one query, then any further chunks.
 
         A part whose table has been removed by retention reads as None.
         """
         table = raw_table(table_name)
         try:
             with self.engine.connect() as conn:
-                return [self._read_chunks(conn, table, row_id) for row_id in row_ids]
+                return self._read_parts(conn, table, row_ids)
         except (OperationalError, ProgrammingError):
             return [None] * len(row_ids)  # the raw table has been removed by retention
+
+    def _read_parts(self, conn: Connection, table: Table, row_ids: list[int]) -> list[bytes | None]:
+        wanted = sorted({row_id for row_id in row_ids if row_id})
+        first: dict[int, tuple[bytes, int | None]] = {}
+        for start in range(0, len(wanted), 500):
+            rows = conn.execute(select(table.c.id, table.c.data, table.c.next)
+                                .where(table.c.id.in_(wanted[start:start + 500]))).all()
+            first.update((row.id, (bytes(row.data or b""), row.next)) for row in rows)
+        parts: list[bytes | None] = []
+        for row_id in row_ids:
+            found = first.get(row_id) if row_id else None
+            if found is None:
+                parts.append(None)
+                continue
+            data, following = found
+            if following:
+                data += self._read_chunks(conn, table, following) or b""
+            parts.append(data)
+        return parts
+
+    def load_raw(self, batch: Iterable["Message"]) -> None:
+        """Read the raw headers and bodies of several messages at once (a query per raw table)."""
+        by_table: dict[str, list[Message]] = {}
+        for message in batch:
+            name = message.row.get("raw_table")
+            if name and message._headers_raw is None and message.row.get("raw_headers_id"):
+                by_table.setdefault(name, []).append(message)
+        for name, group in by_table.items():
+            ids = [m.row["raw_headers_id"] for m in group] + [m.row.get("raw_body_id") for m in group]
+            parts = self.read_raw_parts(name, ids)
+            count = len(group)
+            for position, message in enumerate(group):
+                message._headers_raw, message._body_raw = parts[position], parts[count + position]
 
     @staticmethod
     def _read_chunks(conn: Connection, table: Table, row_id: int) -> bytes | None:
@@ -635,7 +671,7 @@ class MessageDB:
                 "raw_table": name,
                 "raw_headers_id": headers_id,
                 "raw_body_id": body_id,
-                "size": str(len(join_raw(headers, body))),
+                "size": str(raw_size(headers, body)),
             }
             conn.execute(update(messages).where(messages.c.id == message.row["id"]).values(**values))
         message.row.update(values)
@@ -776,6 +812,16 @@ class MessageDB:
             row = conn.execute(select(messages).where(condition)).mappings().first()
         return Message(self, dict(row)) if row else None
 
+    def messages_by_id(self, ids: Iterable[int]) -> dict[int, Message]:
+        """The messages with these ids (a query per 500), by id; missing ids are left out."""
+        wanted = sorted({int(i) for i in ids})
+        found: dict[int, Message] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                rows = conn.execute(select(messages).where(messages.c.id.in_(wanted[start:start + 500]))).mappings()
+                found.update((row["id"], Message(self, dict(row))) for row in rows)
+        return found
+
     def messages_where(self, *conditions, order_desc: bool = True, limit: int | None = None, offset: int = 0) -> list[Message]:
         query = select(messages).where(*conditions)
         query = query.order_by(messages.c.id.desc() if order_desc else messages.c.id.asc())
@@ -806,8 +852,18 @@ class MessageDB:
         time_taken: float | None = None,
         code: int | None = None,
         hold_expiry_days: int | None = None,
+        *,
+        message_values: dict | None = None,
+        raw: tuple[bytes, bytes | None] | None = None,
+        live_stats: str | None = None,
     ) -> dict:
-        """Record a delivery attempt and update the message's status as Postal does."""
+        """Record a delivery attempt and update the message's status as Postal does.
+
+        In the same transaction, optionally: more ``message_values`` for the
+        message row, a new ``raw`` (headers, body) for it (the returned dict
+        then has ``raw_values``, the row's new raw columns) and one more
+        ``live_stats`` count of that type.
+        """
         timestamp = now()
         values = {
             "message_id": message_id,
@@ -823,20 +879,32 @@ class MessageDB:
         if hold_expiry_days is None:
             hold_expiry_days = self.database.config.postal.default_maximum_hold_expiry_days
         held = status == "Held"
-        message_values = {
-            "status": status,
-            "last_delivery_attempt": timestamp,
-            "held": 1 if held else 0,
-            "hold_expiry": timestamp + hold_expiry_days * 86400 if held else None,
-        }
+        update_values = dict(message_values or {})
+        update_values.update(
+            status=status,
+            last_delivery_attempt=timestamp,
+            held=1 if held else 0,
+            hold_expiry=timestamp + hold_expiry_days * 86400 if held else None,
+        )
         with self.engine.begin() as conn:
-            result = conn.execute(insert(deliveries).values(**values))
+            if raw is not None:
+                headers, body = raw
+                name, headers_id, body_id = self._store_raw(conn, timestamp, headers, body)
+                raw_values = {"raw_table": name, "raw_headers_id": headers_id, "raw_body_id": body_id,
+                              "size": str(raw_size(headers, body))}
+                update_values.update(raw_values)
+            result = conn.execute(_INSERT_DELIVERY, values)
             values["id"] = result.inserted_primary_key[0]
-            conn.execute(update(messages).where(messages.c.id == message_id).values(**message_values))
+            conn.execute(_update_message(tuple(sorted(update_values))),
+                         {"b_id": message_id, **{f"v_{name}": value for name, value in update_values.items()}})
             if held:
                 self._increment_stats(conn, "held", timestamp)
             elif status in ("Bounced", "HardFail"):
                 self._increment_stats(conn, "bounces", timestamp)
+            if live_stats is not None:
+                self._live_stats_bump(conn, live_stats, timestamp)
+        if raw is not None:
+            values["raw_values"] = raw_values
         return values
 
     def deliveries_for(self, message_id: int) -> list[dict]:
@@ -876,25 +944,22 @@ class MessageDB:
         return [dict(r) for r in rows]
 
     def live_stats_increment(self, type_: str) -> None:
-        timestamp = now()
-        minute = dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).minute
-        # One UPDATE restarts a stale minute (left from an earlier hour) or adds to it; the
-        # count is assigned before the timestamp, so it still sees the previous timestamp.
-        stale = or_(live_stats.c.timestamp.is_(None), live_stats.c.timestamp < timestamp - LIVE_STATS_RESET_SECONDS)
-        bump = (
-            update(live_stats)
-            .where(live_stats.c.minute == minute, live_stats.c.type == type_)
-            .ordered_values((live_stats.c.count, case((stale, 1), else_=live_stats.c.count + 1)),
-                            (live_stats.c.timestamp, timestamp))
-        )
         with self.engine.begin() as conn:
-            if conn.execute(bump).rowcount:
-                return
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(live_stats).values(type=type_, minute=minute, count=1, timestamp=timestamp))
-            except IntegrityError:
-                conn.execute(bump)
+            self._live_stats_bump(conn, type_, now())
+
+    @staticmethod
+    def _live_stats_bump(conn: Connection, type_: str, timestamp: float) -> None:
+        """Count one message of ``type_`` in the current minute's live_stats row."""
+        minute = dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).minute
+        parameters = {"b_minute": minute, "b_type": type_, "b_timestamp": timestamp,
+                      "b_stale_before": timestamp - LIVE_STATS_RESET_SECONDS}
+        if conn.execute(_BUMP_LIVE_STATS, parameters).rowcount:
+            return
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(live_stats).values(type=type_, minute=minute, count=1, timestamp=timestamp))
+        except IntegrityError:
+            conn.execute(_BUMP_LIVE_STATS, parameters)
 
     def live_stats_total(self, minutes: int, types: Iterable[str] = ("incoming", "outgoing")) -> int:
         minutes = min(int(minutes), 60)
@@ -933,6 +998,19 @@ class MessageDB:
                         type=type_, address=address, reason=reason, timestamp=timestamp, keep_until=keep_until
                     )
                 )
+
+    def suppressions_among(self, type_: str, addresses: Iterable[str]) -> dict[str, dict]:
+        """The current suppression entries of these addresses, by lower-cased address."""
+        wanted = sorted({address.lower() for address in addresses if address})
+        found: dict[str, dict] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                rows = conn.execute(select(suppressions).where(
+                    suppressions.c.type == type_, suppressions.c.address.in_(wanted[start:start + 500]),
+                    suppressions.c.keep_until >= now(),
+                )).mappings()
+                found.update((row["address"], dict(row)) for row in rows)
+        return found
 
     def suppression_get(self, type_: str, address: str) -> dict | None:
         with self.engine.connect() as conn:
@@ -1100,6 +1178,26 @@ _GROW_RAW_TABLE = (update(raw_message_sizes)
                    .where(raw_message_sizes.c.table_name == bindparam("raw_name"))
                    .values(size=raw_message_sizes.c.size + bindparam("added")))
 _INSERT_QUEUED = insert(QueuedMessage.__table__)
+_INSERT_DELIVERY = insert(deliveries)
+# One UPDATE restarts a stale minute (left from an earlier hour) or adds to it; the
+# count is assigned before the timestamp, so it still sees the previous timestamp.
+_BUMP_LIVE_STATS = (
+    update(live_stats)
+    .where(live_stats.c.minute == bindparam("b_minute"), live_stats.c.type == bindparam("b_type"))
+    .ordered_values(
+        (live_stats.c.count, case((or_(live_stats.c.timestamp.is_(None),
+                                       live_stats.c.timestamp < bindparam("b_stale_before")), 1),
+                                  else_=live_stats.c.count + 1)),
+        (live_stats.c.timestamp, bindparam("b_timestamp")),
+    )
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_message(columns: tuple[str, ...]):
+    """UPDATE of these columns of one message (parameters: ``b_id`` and ``v_`` + each column)."""
+    return (update(messages).where(messages.c.id == bindparam("b_id"))
+            .values({column: bindparam(f"v_{column}") for column in columns}))
 _GLOBAL_STATISTICS_SQLITE = {
     column: text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
                  "WHERE id = (SELECT MIN(id) FROM statistics)")

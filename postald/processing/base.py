@@ -80,6 +80,19 @@ class BatchState:
         self.connect_errors: dict[Any, SendResult] = {}
         #: server id -> whether it has any enabled webhook (looked up once per batch).
         self.webhooks_enabled: dict[int, bool] = {}
+        #: Lookups the messages of the batch share (for example tracking domains).
+        self.cache: dict[Any, Any] = {}
+
+    def get(self, session, model, ident) -> Any:
+        """``session.get(model, ident)``, kept for the rest of the batch.
+
+        The session's identity map holds objects weakly: without this, every
+        message of a batch would load its server and domain again.
+        """
+        key = (model, ident)
+        if key not in self.cache:
+            self.cache[key] = session.get(model, ident)
+        return self.cache[key]
 
     def sender(self, key: Any, factory: Callable[[], Sender]) -> Sender:
         sender = self.senders.get(key)
@@ -126,8 +139,11 @@ class Job:
         self.domain = None
         #: Whether the recipient was found on the suppression list (None: not looked up).
         self.suppressed: bool | None = None
-        #: Signed (headers, body) not stored yet (see postald.processing.outgoing.save_signed_raw).
+        #: Written with the next delivery, in its transaction (see add_delivery): a new raw
+        #: message (headers, body), more values for the message row, a live_stats count.
         self.unsaved_raw: tuple[bytes, bytes | None] | None = None
+        self.pending_values: dict[str, Any] = {}
+        self.pending_live_stats: str | None = None
         #: Set once the queued row has been removed or requeued.
         self.done = False
         self.deliveries: list[dict] = []
@@ -155,6 +171,23 @@ class Job:
         self.message_db.update_message(self.message.id, **values)
         self.message.row.update(values)
 
+    def suppression_entry(self, type_: str, address: str) -> dict | None:
+        """The address's suppression entry: from the batch's preloaded ones when it has them."""
+        preloaded = self.state.cache.get(("suppressions", self.queued.server_id, type_))
+        if preloaded is not None:
+            return preloaded.get((address or "").lower())
+        return self.message_db.suppression_get(type_, address)
+
+    def suppressions_changed(self) -> None:
+        """The suppression list was written to: the batch looks entries up afresh from now on."""
+        for key in [key for key in self.state.cache if key[:1] == ("suppressions",)]:
+            del self.state.cache[key]
+
+    def defer_update(self, **values: Any) -> None:
+        """Set message columns now in memory, in the database with the next delivery."""
+        self.pending_values.update(values)
+        self.message.row.update(values)
+
     def add_delivery(self, status: str, details: str | None, output: str | None = None,
                      sent_with_ssl: bool | None = None, log_id: str | None = None,
                      time: float | None = None) -> dict:
@@ -163,10 +196,28 @@ class Job:
         ``sent_with_ssl`` is None for outcomes the pipeline decides itself
         (holds, policy failures) and True/False for a sender's results.
         """
-        delivery = retry_transaction(lambda: self.message_db.add_delivery(
-            self.message.id, status, details=details, output=output, sent_with_ssl=bool(sent_with_ssl),
-            log_id=log_id, time_taken=None if time is None else round(float(time), 2),
-        ))
+        def record(**extras):
+            return retry_transaction(lambda: self.message_db.add_delivery(
+                self.message.id, status, details=details, output=output, sent_with_ssl=bool(sent_with_ssl),
+                log_id=log_id, time_taken=None if time is None else round(float(time), 2), **extras,
+            ))
+
+        extras = {"message_values": self.pending_values or None, "raw": self.unsaved_raw,
+                  "live_stats": self.pending_live_stats}
+        if any(value is not None for value in extras.values()):
+            try:
+                delivery = record(**extras)
+            except Exception as exc:
+                # What rides along must never cost the delivery its record (a delivered
+                # message recorded as an error would be sent again): record it alone.
+                self.log("delivery.bookkeeping_failed", error=f"{type(exc).__name__}: {exc}")
+                delivery = record()
+        else:
+            delivery = record()
+        self.pending_values, self.unsaved_raw, self.pending_live_stats = {}, None, None
+        raw_values = delivery.pop("raw_values", None)
+        if raw_values:
+            self.message.row.update(raw_values)
         delivery["sent_with_ssl"] = sent_with_ssl
         held = status == "Held"
         self.message.row.update(
@@ -189,9 +240,11 @@ class Job:
         enabled = self.state.webhooks_enabled.get(server_id)
         if enabled is None:
             enabled = self.state.webhooks_enabled[server_id] = webhooks.any_enabled(self.session, server_id)
+        if not enabled:
+            return
+
         def work():
-            if enabled:
-                webhooks.trigger(self.session, server_id, event, payload)
+            webhooks.trigger(self.session, server_id, event, payload)
             self.commit()
 
         retry_transaction(work, self.session)

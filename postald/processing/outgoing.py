@@ -12,11 +12,14 @@ the message's fate (a ``Held`` or ``HardFail`` delivery) and stop:
 6. the DKIM signature and ``X-Postal-MsgID`` header are prepended, once;
 7. the server's send limit is checked and its approaching/exceeded marks set;
 8. development mode holds it;
-9. the SMTP sender delivers it (the signed message and the live count are
-   stored right after the remote answered, keeping writes out of the
-   accept-to-delivered path), and the result is recorded: hard failures may
+9. the SMTP sender delivers it and the result is recorded: hard failures may
    put the recipient on the suppression list, a success takes it off, a soft
    failure requeues the message.
+
+Writes wait for the outcome where they can: the tag, the tracking marks of an
+untracked message, the signed message and the live count are stored with the
+delivery, in its transaction (:meth:`Job.add_delivery`), keeping writes out of
+the accept-to-delivered path.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ STOP = object()
 
 
 def check_domain(job: Job):
-    job.domain = job.session.get(Domain, job.message.domain_id) if job.message.domain_id else None
+    job.domain = job.state.get(job.session, Domain, job.message.domain_id) if job.message.domain_id else None
     if job.domain is None:
         job.log("outgoing.no_domain")
         return _fail(job, "Message's domain no longer exist")
@@ -64,14 +67,14 @@ def set_tag(job: Job):
     if not job.message.tag:
         tags = job.message.headers().get("x-postal-tag")
         if tags:
-            job.update_message(tag=tags[-1].strip()[:255])
+            job.defer_update(tag=tags[-1].strip()[:255])
     return None
 
 
 def check_credential_hold(job: Job):
     if job.manual or not job.message.credential_id:
         return None
-    credential = job.session.get(Credential, job.message.credential_id)
+    credential = job.state.get(job.session, Credential, job.message.credential_id)
     if credential is not None and credential.hold:
         job.log("outgoing.credential_hold", text="credential wants us to hold messages")
         return _hold(job, "Credential is configured to hold all messages authenticated by it.")
@@ -81,7 +84,7 @@ def check_credential_hold(job: Job):
 def check_suppression_list(job: Job):
     if job.manual:
         return None
-    entry = job.message_db.suppression_get("recipient", job.message.rcpt_to)
+    entry = job.suppression_entry("recipient", job.message.rcpt_to)
     job.suppressed = entry is not None
     if entry is not None:
         job.log("outgoing.suppressed", text="recipient is on the suppression list")
@@ -100,7 +103,8 @@ def apply_tracking(job: Job):
     from postald import tracking
 
     tracking.rewrite_for_tracking(job.config, job.session, job.server, job.message_db, job.message,
-                                  job.message.raw_message() or b"")
+                                  job.message.raw_message() or b"", defer=job.defer_update,
+                                  cache=job.state.cache)
     return None
 
 
@@ -137,19 +141,11 @@ def add_outgoing_headers(job: Job):
     headers.append(f"X-Postal-MsgID: {message.token}".encode())
     signed = b"".join(h + b"\r\n" for h in headers) + raw
     message_headers, body = _split(signed)
-    # Kept in memory and stored once the remote has answered (save_signed_raw): the write
-    # stays out of the time between accepting a message and delivering it.
+    # Kept in memory and stored with the delivery (Job.add_delivery): the write stays
+    # out of the time between accepting a message and delivering it.
     message._headers_raw, message._body_raw, message._headers = message_headers, body, None
     job.unsaved_raw = (message_headers, body)
     return None
-
-
-def save_signed_raw(job: Job) -> None:
-    """Store the signed message (see add_outgoing_headers), once."""
-    if job.unsaved_raw is not None:
-        headers, body = job.unsaved_raw
-        retry_transaction(lambda: job.message.set_raw(headers, body))
-        job.unsaved_raw = None
 
 
 def check_send_limit(job: Job):
@@ -168,21 +164,8 @@ def check_send_limit(job: Job):
 
 
 def count_outgoing(job: Job) -> None:
-    """Count the message in the live stats the send limit reads (held or sent)."""
-    retry_transaction(lambda: job.message_db.live_stats_increment("outgoing"))
-
-
-def bookkeep_after_send(job: Job) -> None:
-    """Store the signed message and count it once the remote has answered.
-
-    Neither may turn a delivered message into a retry (that would send it
-    twice): a failure here is logged and processing goes on to record the result.
-    """
-    for step in (save_signed_raw, count_outgoing):
-        try:
-            step(job)
-        except Exception as exc:
-            job.log("outgoing.bookkeeping_failed", step=step.__name__, error=f"{type(exc).__name__}: {exc}")
+    """Count the message in the live stats the send limit reads (held or sent), with its delivery."""
+    job.pending_live_stats = "outgoing"
 
 
 def check_development_mode(job: Job):
@@ -228,12 +211,13 @@ def send(job: Job):
     job.commit()  # no transaction stays open while talking to the remote
     key = ("smtp", domain, ip_address.id if ip_address is not None else None)
     result = job.state.send(key, lambda: SMTPSender(job.config, domain, ip_address), message)
-    bookkeep_after_send(job)
+    count_outgoing(job)
     details = result.details or ""
     if result.type == "HardFail":
         details = _suppress_after_hard_fails(job, details)
     elif result.type == "Sent" and job.suppressed is not False:  # unknown (manual) or on the list
         if retry_transaction(lambda: job.message_db.suppression_remove("recipient", message.rcpt_to)):
+            job.suppressions_changed()
             job.log("outgoing.unsuppressed", text=f"removed {message.rcpt_to} from suppression list")
             details += " Recipient removed from suppression list."
     job.add_delivery(result.type, details, output=result.output, sent_with_ssl=result.secure,
@@ -256,14 +240,12 @@ STEPS = (
 # -- helpers ----------------------------------------------------------------------
 
 def _fail(job: Job, details: str):
-    save_signed_raw(job)
     job.add_delivery("HardFail", details)
     job.finish()
     return STOP
 
 
 def _hold(job: Job, details: str):
-    save_signed_raw(job)
     job.add_delivery("Held", details)
     job.finish()
     return STOP
@@ -296,6 +278,7 @@ def _suppress_after_hard_fails(job: Job, details: str) -> str:
     if earlier >= 1:
         retry_transaction(lambda: job.message_db.suppression_add("recipient", message.rcpt_to,
                                                                   reason="too many hard fails"))
+        job.suppressions_changed()
         job.log("outgoing.suppressed_recipient",
                 text=f"added {message.rcpt_to} to suppression list because {earlier} hard fails in 24 hours")
         details += " Recipient added to suppression list (too many hard fails)."
