@@ -864,48 +864,78 @@ class MessageDB:
         then has ``raw_values``, the row's new raw columns) and one more
         ``live_stats`` count of that type.
         """
+        return self.add_deliveries([dict(
+            message_id=message_id, status=status, details=details, output=output, sent_with_ssl=sent_with_ssl,
+            log_id=log_id, time_taken=time_taken, code=code, hold_expiry_days=hold_expiry_days,
+            message_values=message_values, raw=raw, live_stats=live_stats,
+        )])[0]
+
+    def add_deliveries(self, requests: list[dict]) -> list[dict]:
+        """:meth:`add_delivery` for several messages (each request holds its keyword
+        arguments), all in one transaction; returns the deliveries in order."""
         timestamp = now()
-        values = {
-            "message_id": message_id,
-            "status": status,
-            "details": _clip(details, 512),
-            "output": _clip(output, 512),
-            "sent_with_ssl": 1 if sent_with_ssl else 0,
-            "log_id": _clip(log_id, 100),
-            "timestamp": timestamp,
-            "time": time_taken,
-            "code": code,
-        }
-        if hold_expiry_days is None:
-            hold_expiry_days = self.database.config.postal.default_maximum_hold_expiry_days
-        held = status == "Held"
-        update_values = dict(message_values or {})
-        update_values.update(
-            status=status,
-            last_delivery_attempt=timestamp,
-            held=1 if held else 0,
-            hold_expiry=timestamp + hold_expiry_days * 86400 if held else None,
-        )
-        with self.engine.begin() as conn:
-            if raw is not None:
-                headers, body = raw
-                name, headers_id, body_id = self._store_raw(conn, timestamp, headers, body)
-                raw_values = {"raw_table": name, "raw_headers_id": headers_id, "raw_body_id": body_id,
-                              "size": str(raw_size(headers, body))}
-                update_values.update(raw_values)
-            result = conn.execute(_INSERT_DELIVERY, values)
-            values["id"] = result.inserted_primary_key[0]
-            conn.execute(_update_message(tuple(sorted(update_values))),
-                         {"b_id": message_id, **{f"v_{name}": value for name, value in update_values.items()}})
+        rows, updates, raws = [], [], []
+        counters: dict[str, int] = {}
+        live: dict[str, int] = {}
+        default_expiry_days = self.database.config.postal.default_maximum_hold_expiry_days
+        for request in requests:
+            status = request["status"]
+            rows.append({
+                "message_id": request["message_id"],
+                "status": status,
+                "details": _clip(request.get("details"), 512),
+                "output": _clip(request.get("output"), 512),
+                "sent_with_ssl": 1 if request.get("sent_with_ssl") else 0,
+                "log_id": _clip(request.get("log_id"), 100),
+                "timestamp": timestamp,
+                "time": request.get("time_taken"),
+                "code": request.get("code"),
+            })
+            expiry_days = request.get("hold_expiry_days")
+            if expiry_days is None:
+                expiry_days = default_expiry_days
+            held = status == "Held"
+            values = dict(request.get("message_values") or {})
+            values.update(status=status, last_delivery_attempt=timestamp, held=1 if held else 0,
+                          hold_expiry=timestamp + expiry_days * 86400 if held else None)
+            updates.append(values)
+            if request.get("raw") is not None:
+                raws.append((len(updates) - 1, request["raw"]))
             if held:
-                self._increment_stats(conn, "held", timestamp)
+                counters["held"] = counters.get("held", 0) + 1
             elif status in ("Bounced", "HardFail"):
-                self._increment_stats(conn, "bounces", timestamp)
-            if live_stats is not None:
-                self._live_stats_bump(conn, live_stats, timestamp)
-        if raw is not None:
-            values["raw_values"] = raw_values
-        return values
+                counters["bounces"] = counters.get("bounces", 0) + 1
+            if request.get("live_stats") is not None:
+                live[request["live_stats"]] = live.get(request["live_stats"], 0) + 1
+        raw_values: dict[int, dict] = {}
+        with self.engine.begin() as conn:
+            if raws:
+                name = raw_table_name_for(timestamp)
+                table = self._ensure_raw_table(conn, name)
+                ids = self._write_parts(conn, table, [h for _, (h, _b) in raws] + [b for _, (_h, b) in raws])
+                for position, (index, (headers, body)) in enumerate(raws):
+                    raw_values[index] = {"raw_table": name, "raw_headers_id": ids[position],
+                                         "raw_body_id": ids[len(raws) + position],
+                                         "size": str(raw_size(headers, body))}
+                    updates[index].update(raw_values[index])
+                added = sum(len(h) + len(b or b"") for _, (h, b) in raws)
+                conn.execute(_GROW_RAW_TABLE, {"raw_name": name, "added": added})
+            delivery_ids = conn.execute(_INSERT_DELIVERIES, rows).scalars().all()
+            by_columns: dict[tuple[str, ...], list[dict]] = {}
+            for request, values in zip(requests, updates):
+                parameters = {"b_id": request["message_id"], **{f"v_{k}": v for k, v in values.items()}}
+                by_columns.setdefault(tuple(sorted(values)), []).append(parameters)
+            for columns, parameters in by_columns.items():
+                conn.execute(_update_message(columns), parameters)
+            for counter, amount in counters.items():
+                self._increment_stats(conn, counter, timestamp, amount=amount)
+            for type_, amount in live.items():
+                self._live_stats_bump(conn, type_, timestamp, amount)
+        for index, (row, delivery_id) in enumerate(zip(rows, delivery_ids)):
+            row["id"] = delivery_id
+            if index in raw_values:
+                row["raw_values"] = raw_values[index]
+        return rows
 
     def deliveries_for(self, message_id: int) -> list[dict]:
         with self.engine.connect() as conn:
@@ -948,16 +978,16 @@ class MessageDB:
             self._live_stats_bump(conn, type_, now())
 
     @staticmethod
-    def _live_stats_bump(conn: Connection, type_: str, timestamp: float) -> None:
-        """Count one message of ``type_`` in the current minute's live_stats row."""
+    def _live_stats_bump(conn: Connection, type_: str, timestamp: float, amount: int = 1) -> None:
+        """Count ``amount`` messages of ``type_`` in the current minute's live_stats row."""
         minute = dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).minute
-        parameters = {"b_minute": minute, "b_type": type_, "b_timestamp": timestamp,
+        parameters = {"b_minute": minute, "b_type": type_, "b_timestamp": timestamp, "b_amount": amount,
                       "b_stale_before": timestamp - LIVE_STATS_RESET_SECONDS}
         if conn.execute(_BUMP_LIVE_STATS, parameters).rowcount:
             return
         try:
             with conn.begin_nested():
-                conn.execute(insert(live_stats).values(type=type_, minute=minute, count=1, timestamp=timestamp))
+                conn.execute(insert(live_stats).values(type=type_, minute=minute, count=amount, timestamp=timestamp))
         except IntegrityError:
             conn.execute(_BUMP_LIVE_STATS, parameters)
 
@@ -1178,7 +1208,7 @@ _GROW_RAW_TABLE = (update(raw_message_sizes)
                    .where(raw_message_sizes.c.table_name == bindparam("raw_name"))
                    .values(size=raw_message_sizes.c.size + bindparam("added")))
 _INSERT_QUEUED = insert(QueuedMessage.__table__)
-_INSERT_DELIVERY = insert(deliveries)
+_INSERT_DELIVERIES = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
 # One UPDATE restarts a stale minute (left from an earlier hour) or adds to it; the
 # count is assigned before the timestamp, so it still sees the previous timestamp.
 _BUMP_LIVE_STATS = (
@@ -1186,8 +1216,8 @@ _BUMP_LIVE_STATS = (
     .where(live_stats.c.minute == bindparam("b_minute"), live_stats.c.type == bindparam("b_type"))
     .ordered_values(
         (live_stats.c.count, case((or_(live_stats.c.timestamp.is_(None),
-                                       live_stats.c.timestamp < bindparam("b_stale_before")), 1),
-                                  else_=live_stats.c.count + 1)),
+                                       live_stats.c.timestamp < bindparam("b_stale_before")), bindparam("b_amount")),
+                                  else_=live_stats.c.count + bindparam("b_amount"))),
         (live_stats.c.timestamp, bindparam("b_timestamp")),
     )
 )

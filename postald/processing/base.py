@@ -68,6 +68,95 @@ def default_retry_delay(attempts: int) -> float:
     return RETRY_BASE_SECONDS * (RETRY_FACTOR ** max(int(attempts or 0), 0))
 
 
+#: Sent messages whose outcomes wait to be recorded together: at most this many ...
+SENT_BUFFER_SIZE = 20
+#: ... for at most this long (seconds) before the next one is added.
+SENT_BUFFER_SECONDS = 0.25
+
+
+class SentBuffer:
+    """Outcomes of messages a batch has sent, recorded together.
+
+    A batch sends its messages one after the other over one connection.
+    Recording each message's delivery and removing its queue entry at once
+    would cost two transactions per message; kept here, the deliveries of up
+    to :data:`SENT_BUFFER_SIZE` messages are stored in one transaction of
+    their message database and their queue entries removed in one of the
+    main database.  The buffer is written when full, when its oldest outcome
+    is :data:`SENT_BUFFER_SECONDS` old, and when the batch ends.  Like any
+    record made after the remote has answered, a process killed before then
+    leaves those messages queued, to be sent again once their locks expire.
+    """
+
+    def __init__(self, size: int | None = None, seconds: float | None = None):
+        self.size = SENT_BUFFER_SIZE if size is None else size
+        self.seconds = SENT_BUFFER_SECONDS if seconds is None else seconds
+        self.entries: list[tuple[Job, dict, bool | None]] = []
+        self.oldest = 0.0
+
+    def add(self, job: "Job", request: dict, sent_with_ssl: bool | None) -> None:
+        if not self.entries:
+            self.oldest = time.monotonic()
+        self.entries.append((job, request, sent_with_ssl))
+        if len(self.entries) >= self.size or time.monotonic() - self.oldest >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        entries, self.entries = self.entries, []
+        groups: dict[int, list[tuple[Job, dict, bool | None]]] = {}
+        for entry in entries:
+            groups.setdefault(entry[0].message_db.server_id, []).append(entry)
+        for group in groups.values():
+            self._record(group)
+
+    def _record(self, group: list[tuple["Job", dict, bool | None]]) -> None:
+        message_db = group[0][0].message_db
+        try:
+            stored = retry_transaction(lambda: message_db.add_deliveries([dict(r) for _, r, _ in group]))
+        except Exception:
+            log.exception("batch.deliveries_not_recorded_together", extra={"count": len(group)})
+            for job, request, sent_with_ssl in group:
+                self._record_alone(job, request, sent_with_ssl)
+            return
+        for (job, _request, sent_with_ssl), delivery in zip(group, stored):
+            try:
+                job.delivered(delivery, sent_with_ssl)
+            except Exception:  # an event not queued must not leave the message queued to be sent again
+                log.exception("message.event_not_recorded", extra={"queued_message_id": job.queued.id})
+        try:
+            retry_transaction(lambda: self._remove_from_queue(group), group[0][0].session)
+            for job, _, _ in group:
+                job.done = True
+        except Exception:
+            log.exception("batch.queue_entries_not_removed_together", extra={"count": len(group)})
+        for job, _, _ in group:
+            if not job.done:
+                try:
+                    job.finish()  # recorded as sent: it must leave the queue, not be sent again
+                except Exception:
+                    # The database itself is failing: leave the row locked; stale-lock recovery will release it.
+                    log.exception("message.error_not_recorded", extra={"queued_message_id": job.queued.id})
+                    continue
+            job.log("outgoing.complete", text="message processing complete")
+
+    @staticmethod
+    def _remove_from_queue(group: list[tuple["Job", dict, bool | None]]) -> None:
+        session = group[0][0].session
+        session.execute(delete(QueuedMessage).where(QueuedMessage.id.in_([job.queued.id for job, _, _ in group])))
+        session.commit()
+
+    @staticmethod
+    def _record_alone(job: "Job", request: dict, sent_with_ssl: bool | None) -> None:
+        try:
+            status = request["status"]
+            job.add_delivery(status, request["details"], output=request["output"], sent_with_ssl=sent_with_ssl,
+                             log_id=request["log_id"], time=request["time_taken"])
+            job.finish()
+        except Exception:
+            # The database itself is failing: leave the row locked; stale-lock recovery will release it.
+            log.exception("message.error_not_recorded", extra={"queued_message_id": job.queued.id})
+
+
 class BatchState:
     """What the messages of one batch share: open senders and a cached connect failure.
 
@@ -82,6 +171,8 @@ class BatchState:
         self.webhooks_enabled: dict[int, bool] = {}
         #: Lookups the messages of the batch share (for example tracking domains).
         self.cache: dict[Any, Any] = {}
+        #: Outcomes of sent messages waiting to be recorded together.
+        self.sent = SentBuffer()
 
     def get(self, session, model, ident) -> Any:
         """``session.get(model, ident)``, kept for the rest of the batch.
@@ -113,6 +204,12 @@ class BatchState:
         return result
 
     def finish(self) -> None:
+        try:
+            self.sent.flush()
+        finally:
+            self.close_senders()
+
+    def close_senders(self) -> None:
         for sender in self.senders.values():
             try:
                 sender.finish()
@@ -194,26 +291,44 @@ class Job:
         """Record a delivery, set the message's status and queue the matching webhook event.
 
         ``sent_with_ssl`` is None for outcomes the pipeline decides itself
-        (holds, policy failures) and True/False for a sender's results.
+        (holds, policy failures) and True/False for a sender's results.  What
+        waits for the delivery (:meth:`defer_update`, ``unsaved_raw``,
+        ``pending_live_stats``) is written in its transaction.
         """
-        def record(**extras):
-            return retry_transaction(lambda: self.message_db.add_delivery(
-                self.message.id, status, details=details, output=output, sent_with_ssl=bool(sent_with_ssl),
-                log_id=log_id, time_taken=None if time is None else round(float(time), 2), **extras,
-            ))
-
-        extras = {"message_values": self.pending_values or None, "raw": self.unsaved_raw,
-                  "live_stats": self.pending_live_stats}
-        if any(value is not None for value in extras.values()):
+        request = self.delivery_request(status, details, output, sent_with_ssl, log_id, time)
+        if not self.request_has_extras(request):
+            delivery = retry_transaction(lambda: self.message_db.add_delivery(**request))
+        else:
             try:
-                delivery = record(**extras)
+                delivery = retry_transaction(lambda: self.message_db.add_delivery(**request))
             except Exception as exc:
                 # What rides along must never cost the delivery its record (a delivered
                 # message recorded as an error would be sent again): record it alone.
                 self.log("delivery.bookkeeping_failed", error=f"{type(exc).__name__}: {exc}")
-                delivery = record()
-        else:
-            delivery = record()
+                alone = self.delivery_request(status, details, output, sent_with_ssl, log_id, time, extras=False)
+                delivery = retry_transaction(lambda: self.message_db.add_delivery(**alone))
+        self.delivered(delivery, sent_with_ssl)
+        return delivery
+
+    def delivery_request(self, status: str, details: str | None, output: str | None = None,
+                         sent_with_ssl: bool | None = None, log_id: str | None = None, time: float | None = None,
+                         extras: bool = True) -> dict:
+        """Keyword arguments of :meth:`MessageDB.add_delivery` for this message's delivery."""
+        request = {"message_id": self.message.id, "status": status, "details": details, "output": output,
+                   "sent_with_ssl": bool(sent_with_ssl), "log_id": log_id,
+                   "time_taken": None if time is None else round(float(time), 2)}
+        if extras:
+            request.update(message_values=self.pending_values or None, raw=self.unsaved_raw,
+                           live_stats=self.pending_live_stats)
+        return request
+
+    @staticmethod
+    def request_has_extras(request: dict) -> bool:
+        return any(request.get(name) is not None for name in ("message_values", "raw", "live_stats"))
+
+    def delivered(self, delivery: dict, sent_with_ssl: bool | None) -> None:
+        """After a delivery has been stored: update the message in memory, count it, fire its event."""
+        status, details = delivery["status"], delivery["details"]
         self.pending_values, self.unsaved_raw, self.pending_live_stats = {}, None, None
         raw_values = delivery.pop("raw_values", None)
         if raw_values:
@@ -233,7 +348,6 @@ class Job:
         if event:
             self.fire_event(event, webhooks.delivery_payload(self.message, delivery))
         self.log("delivery.added", status=status, details=details)
-        return delivery
 
     def fire_event(self, event: str, payload: dict) -> None:
         server_id = self.queued.server_id

@@ -220,6 +220,12 @@ def send(job: Job):
             job.suppressions_changed()
             job.log("outgoing.unsuppressed", text=f"removed {message.rcpt_to} from suppression list")
             details += " Recipient removed from suppression list."
+    if result.type == "Sent" and not result.retry and not job.server.send_limit:
+        # Recorded with the batch's other sent messages (a send limit needs every count at once).
+        job.state.sent.add(job, job.delivery_request(result.type, details, output=result.output,
+                                                     sent_with_ssl=result.secure, log_id=result.log_id,
+                                                     time=result.time), result.secure)
+        return STOP
     job.add_delivery(result.type, details, output=result.output, sent_with_ssl=result.secure,
                      log_id=result.log_id, time=result.time)
     if result.retry:

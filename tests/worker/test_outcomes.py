@@ -234,11 +234,47 @@ def test_a_failure_after_the_outcome_was_recorded_does_not_send_again(sending, w
         real_finish(job)
 
     monkeypatch.setattr(Job, "finish", flaky_finish)
+    sending.update_server(send_limit=1000)  # recorded at once, not with the rest of a batch
     message = sending.queue()
     drain(worker)
     assert [d["status"] for d in sending.deliveries(message.id)] == ["Sent"]
     assert sending.queued() == []
     assert len(sink.messages) == 1 and len(calls) == 2
+
+
+def test_sent_messages_recorded_together_leave_the_queue_even_when_their_removal_fails(
+        sending, worker, sink, monkeypatch):
+    from postald.processing.base import SentBuffer
+
+    def lost(_group):
+        raise RuntimeError("connection to the database lost")
+
+    monkeypatch.setattr(SentBuffer, "_remove_from_queue", staticmethod(lost))
+    messages = [sending.queue(subject=f"Batch {i}") for i in range(3)]
+    drain(worker)
+    for message in messages:
+        assert [d["status"] for d in sending.deliveries(message.id)] == ["Sent"]
+    assert sending.queued() == []
+    assert len(sink.messages) == 3
+
+
+def test_a_batch_records_its_sent_messages_together(sending, worker, sink, monkeypatch):
+    from postald.processing import base
+
+    monkeypatch.setattr(base, "SENT_BUFFER_SECONDS", 60.0)
+    messages = [sending.queue(subject=f"Together {i}") for i in range(7)]
+    drain(worker)
+    assert len(sink.messages) == 7
+    assert sending.queued() == []
+    deliveries = [sending.deliveries(message.id) for message in messages]
+    assert [[d["status"] for d in found] for found in deliveries] == [["Sent"]] * 7
+    assert len({found[0]["timestamp"] for found in deliveries}) == 1  # one transaction
+    for message in messages:
+        stored = sending.message(message.id)
+        assert stored.status == "Sent" and stored.held == 0
+        assert stored.raw_message().startswith(b"DKIM-Signature:")  # the signed message replaced the original
+        assert int(stored.size) == len(stored.raw_message())
+    assert sending.message_db.live_stats_total(1, types=("outgoing",)) == 7
 
 
 def test_a_lost_database_race_puts_the_message_straight_back(sending, worker, sink, monkeypatch):
@@ -257,3 +293,16 @@ def test_a_lost_database_race_puts_the_message_straight_back(sending, worker, si
     [queued] = sending.queued()
     assert (queued.locked_by, queued.retry_after, queued.attempts) == (None, None, 0)
     assert sending.deliveries(message.id) == []
+
+
+def test_a_full_buffer_of_sent_messages_is_recorded_before_the_batch_ends(sending, worker, sink, monkeypatch):
+    from postald.processing import base
+
+    monkeypatch.setattr(base, "SENT_BUFFER_SECONDS", 60.0)
+    monkeypatch.setattr(base, "SENT_BUFFER_SIZE", 3)
+    messages = [sending.queue(subject=f"Buffered {i}") for i in range(7)]
+    drain(worker)
+    timestamps = [sending.deliveries(message.id)[0]["timestamp"] for message in messages]
+    assert len(set(timestamps[0:3])) == 1 and len(set(timestamps[3:6])) == 1
+    assert len(set(timestamps)) == 3
+    assert sending.queued() == []
