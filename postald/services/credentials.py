@@ -60,8 +60,11 @@ def get(session, server: Server, uuid: str) -> Credential:
     return credential
 
 
-def smtp_ip_credential_for(session, address: str) -> Credential | None:
-    """The SMTP-IP credential whose network contains the client address (most specific first)."""
+def most_specific_network_match(candidates, address: str, key=lambda candidate: candidate.key):
+    """The candidate (an SMTP-IP credential, or a row with its ``key``) whose
+    network contains the client ``address``: the longest prefix wins, and among
+    equals the first given.  An IPv4 network also matches the IPv4-mapped IPv6
+    form of the address; unparsable keys are skipped."""
     try:
         client = ipaddress.ip_address(address)
     except ValueError:
@@ -69,15 +72,31 @@ def smtp_ip_credential_for(session, address: str) -> Credential | None:
     if client.version == 6 and client.ipv4_mapped:
         client = client.ipv4_mapped
     best = None
-    for credential in session.scalars(select(Credential).where(Credential.type == "SMTP-IP")):
+    for candidate in candidates:
         try:
-            network = ipaddress.ip_network(credential.key.strip(), strict=False)
+            network = ipaddress.ip_network((key(candidate) or "").strip(), strict=False)
         except ValueError:
             continue
         if client.version == network.version and client in network:
             if best is None or network.prefixlen > best[0].prefixlen:
-                best = (network, credential)
+                best = (network, candidate)
     return best[1] if best else None
+
+
+def smtp_ip_credential_for(session, address: str) -> Credential | None:
+    """The SMTP-IP credential whose network contains the client address (most specific first, then by id)."""
+    candidates = session.scalars(select(Credential).where(Credential.type == "SMTP-IP").order_by(Credential.id))
+    return most_specific_network_match(candidates, address)
+
+
+#: :func:`use` records a credential's use at most this often: its usage is shown
+#: by days, and writing on every message would cost a commit each.
+USE_PRECISION = dt.timedelta(seconds=60)
+
+
+def use_is_due(last_used_at: dt.datetime | None, now: dt.datetime | None = None) -> bool:
+    """Whether a credential last used at ``last_used_at`` should record a new use."""
+    return last_used_at is None or (now or utcnow()) - last_used_at > USE_PRECISION
 
 
 def use(credential: Credential) -> None:

@@ -9,7 +9,7 @@ import string
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from postald.errors import Errors, NotFound
 from schema.main import Domain, Organization, Server, random_string, utcnow
@@ -171,30 +171,57 @@ def describe(config, domain: Domain) -> dict:
 
 # -- authenticated sending domains ----------------------------------------------
 
+def authenticated_domain_name(address: str | None) -> str | None:
+    """The lower-cased domain part of ``address`` that :func:`find_authenticated_domain` looks for."""
+    name = (address or "").rpartition("@")[2].strip().lower().rstrip(">")
+    return name or None
+
+
+def authenticating_domains(columns, name, server_id, organization_id):
+    """A select of ``columns`` (plus ``by_name``) of the domains that could
+    authenticate a From domain called ``name`` (lower-cased) for a server: the
+    verified domains of that name owned by the server or by its organization,
+    and the server's verified ``use_for_any`` domains, by name.  The arguments
+    are values or bound parameters; :func:`choose_authenticated_domain` picks."""
+    by_name = func.lower(Domain.name) == name
+    return (
+        select(*columns, Domain.owner_type, Domain.use_for_any, by_name.label("by_name"))
+        .where(
+            Domain.verified_at.is_not(None),
+            or_(and_(Domain.owner_type == "Server", Domain.owner_id == server_id),
+                and_(Domain.owner_type == "Organization", Domain.owner_id == organization_id)),
+            or_(by_name, and_(Domain.owner_type == "Server", Domain.use_for_any.is_(True))),
+        )
+        .order_by(Domain.name, Domain.id)
+    )
+
+
+def choose_authenticated_domain(rows):
+    """The row of :func:`authenticating_domains` that authenticates the name: the
+    server's domain of that name, else its organization's, else the server's
+    first ``use_for_any`` domain by name; None when there is none."""
+    for owner_type in ("Server", "Organization"):
+        for row in rows:
+            if row.by_name and row.owner_type == owner_type:
+                return row
+    for row in rows:
+        if row.owner_type == "Server" and row.use_for_any:
+            return row
+    return None
+
+
 def find_authenticated_domain(session, server: Server, address: str) -> Domain | None:
     """The verified domain that authenticates ``address`` for outgoing mail from ``server``.
 
     A domain of the same name owned by the server, else by its organization;
     failing both, a verified server domain marked ``use_for_any`` (by name).
     """
-    name = (address or "").rpartition("@")[2].strip().lower().rstrip(">")
-    if not name:
+    name = authenticated_domain_name(address)
+    if name is None:
         return None
-    for owner_type, owner_id in (("Server", server.id), ("Organization", server.organization_id)):
-        domain = session.scalars(
-            select(Domain).where(
-                Domain.owner_type == owner_type, Domain.owner_id == owner_id,
-                func.lower(Domain.name) == name, Domain.verified_at.is_not(None),
-            )
-        ).first()
-        if domain is not None:
-            return domain
-    return session.scalars(
-        select(Domain).where(
-            Domain.owner_type == "Server", Domain.owner_id == server.id,
-            Domain.use_for_any.is_(True), Domain.verified_at.is_not(None),
-        ).order_by(Domain.name)
-    ).first()
+    rows = session.execute(authenticating_domains((Domain,), name, server.id, server.organization_id)).all()
+    chosen = choose_authenticated_domain(rows)
+    return chosen.Domain if chosen is not None else None
 
 
 def find_incoming_domain(session, name: str) -> list[Domain]:

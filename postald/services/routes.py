@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import collections
 import re
 import secrets
 import string
 
 from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from postald.errors import Errors, NotFound
 from postald.services import endpoints as endpoint_service
+from postald.services.prepared import PreparedSelect
 from schema.main import (
     AdditionalRouteEndpoint, Domain, HTTPEndpoint, Organization, Route, Server,
 )
@@ -161,9 +160,10 @@ def find_for_address(session, address: str) -> Route | None:
     return wildcard[0] if wildcard else None
 
 
-#: The statement behind :func:`match_address`, built once: executing a prepared
-#: statement skips SQLAlchemy's construction and cache-key work on every RCPT TO.
-_MATCH_ADDRESS = (
+#: The statement behind :func:`match_address`, built once and run on the
+#: driver (:mod:`postald.services.prepared`): it is the one query every RCPT TO
+#: makes, and this skips SQLAlchemy's per-execution work.
+_MATCH_ADDRESS = PreparedSelect(
     select(Route.id, Route.name, Route.mode, Route.endpoint_type, Route.endpoint_id, Route.domain_id,
            Route.server_id,
            (Server.suspended_at.is_not(None) | Organization.suspended_at.is_not(None)).label("server_suspended"),
@@ -173,44 +173,9 @@ _MATCH_ADDRESS = (
     .outerjoin(Organization, Organization.id == Server.organization_id)
     .where(func.lower(Domain.name) == bindparam("domain"),
            or_(Route.name == bindparam("local"), Route.name == "*"),
-           Server.deleted_at.is_(None))
+           Server.deleted_at.is_(None)),
+    "MatchedRoute",
 )
-
-
-_MatchedRoute = collections.namedtuple("_MatchedRoute", [c.name for c in _MATCH_ADDRESS.selected_columns])
-_compiled_match: dict[str, tuple[str, tuple[str, ...] | None, dict]] = {}
-
-
-def _match_on_driver(connection: Connection, params: dict) -> list:
-    """Run :data:`_MATCH_ADDRESS` on the connection's DBAPI cursor, with its SQL
-    compiled once per dialect: the route lookup is the one query every RCPT TO
-    makes, and this skips the per-execution work of SQLAlchemy's result layer."""
-    dialect = connection.dialect
-    compiled = _compiled_match.get(dialect.name)
-    if compiled is None:
-        statement = _MATCH_ADDRESS.compile(dialect=dialect)
-        order = tuple(statement.positiontup) if statement.positional else None
-        compiled = _compiled_match[dialect.name] = (str(statement), order, dict(statement.params))
-    sql, order, fixed = compiled
-    values = {**fixed, **params}
-    arguments = tuple(values[name] for name in order) if order is not None else values
-    dbapi_connection = connection.connection.dbapi_connection
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(sql, arguments)
-        return [_MatchedRoute(*row) for row in cursor.fetchall()]
-    except dialect.loaded_dbapi.Error as exc:
-        # As SQLAlchemy would: a lost connection is invalidated, and the error says so.
-        lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
-        if lost:
-            connection.invalidate(exc)
-        raise DBAPIError.instance(sql, arguments, exc, dialect.loaded_dbapi.Error,
-                                  connection_invalidated=lost, dialect=dialect) from exc
-    finally:
-        try:
-            cursor.close()
-        except dialect.loaded_dbapi.Error:
-            pass
 
 
 def match_address(connection: Connection, address: str):
@@ -223,7 +188,7 @@ def match_address(connection: Connection, address: str):
     if not local or not domain_name:
         return None
     local = strip_tag(local).lower()
-    rows = _match_on_driver(connection, {"domain": domain_name.lower(), "local": local})
+    rows = _MATCH_ADDRESS.rows(connection, domain=domain_name.lower(), local=local)
     exact = [row for row in rows if row.name == local]
     if exact:
         return exact[0]

@@ -11,18 +11,25 @@ connections and closes them again on return, and opening a MariaDB
 connection costs far more than the query.  So at most that many sessions
 use the database at a time; the others wait their turn on a semaphore.
 
-On MariaDB, recipient lookups (the query every RCPT TO makes) use a small
-read-only engine of their own in autocommit mode: no liveness ping before
-and no ROLLBACK after each use, so a lookup costs one round trip.  A
-connection found dead is replaced and the lookup retried once.
+On MariaDB, the lookups of every message (recipients, the SMTP-IP
+credential of a client, the domain authorising an authenticated From) use a
+small read-only engine of their own in autocommit mode: no liveness ping
+before and no ROLLBACK after each use, so a lookup costs one round trip.  A
+connection found dead is replaced and the lookup retried once.  They run
+prebuilt selects on the driver (:mod:`postald.services.prepared`).
+
+A credential's ``last_used_at`` is written with a precision of one minute
+(:data:`postald.services.credentials.USE_PRECISION`): a client sending
+message after message costs no write per message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from postald.services import credentials as credential_service
@@ -32,7 +39,9 @@ from postald.smtp.envelope import Credential, Envelope, Recipient, Rejection, St
 from postald.smtp.protocol import SessionSettings
 from postald.smtp.storage import MessageStore
 from schema.main import Credential as CredentialRow
-from schema.main import Server
+from schema.main import utcnow
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseBackend:
@@ -62,6 +71,37 @@ class DatabaseBackend:
         with self._slots, self.database.unit_of_work() as session:
             yield session
 
+    def _read(self, work):
+        """``work(connection)`` on a read connection (the autocommit engine on
+        MariaDB, the main engine on SQLite); retried once on a fresh connection
+        when the first one turns out to be dead.  ``work`` must only read."""
+        engine = self._read_engine if self._read_engine is not None else self.database.engine
+        with self._slots:
+            for attempt in (1, 2):
+                try:
+                    with engine.connect() as connection:
+                        return work(connection)
+                except DBAPIError as exc:
+                    if attempt == 2 or not exc.connection_invalidated:
+                        raise
+
+    def _record_use(self, credential_id: int, last_used_at) -> None:
+        """Set a credential's ``last_used_at`` to now, unless it was set within
+        :data:`~postald.services.credentials.USE_PRECISION` (one short write;
+        the condition is repeated in it, so concurrent sessions write once).
+        A failed write is logged and does not refuse the client's mail."""
+        now = utcnow()
+        if not credential_service.use_is_due(last_used_at, now):
+            return
+        due = or_(CredentialRow.last_used_at.is_(None),
+                  CredentialRow.last_used_at < now - credential_service.USE_PRECISION)
+        try:
+            with self._slots, self.database.engine.begin() as connection:
+                connection.execute(update(CredentialRow).where(CredentialRow.id == credential_id, due)
+                                   .values(last_used_at=now))
+        except DBAPIError:
+            log.warning("smtp.credential_use_not_recorded", exc_info=True, extra={"credential_id": credential_id})
+
     # -- AUTH ------------------------------------------------------------------------
 
     def authenticate_key(self, key: str) -> Credential | None:
@@ -72,7 +112,7 @@ class DatabaseBackend:
             if row is None or not auth.keys_equal(row.key, key):
                 return None
             credential = routing.credential_value(session, row)
-            if credential is not None:
+            if credential is not None and credential_service.use_is_due(row.last_used_at):
                 credential_service.use(row)
             return credential
 
@@ -89,43 +129,36 @@ class DatabaseBackend:
             )
             for row in rows:
                 if row.key and auth.cram_md5_matches(row.key, challenge, digest):
-                    credential_service.use(row)
+                    if credential_service.use_is_due(row.last_used_at):
+                        credential_service.use(row)
                     return True, routing.credential_value(session, row)
             return True, None
 
     def smtp_ip_credential(self, ip_address: str) -> Credential | None:
-        with self._unit_of_work() as session:
-            return routing.smtp_ip_credential(session, ip_address)
+        row = self._read(lambda connection: routing.smtp_ip_credential(connection, ip_address))
+        if row is None:
+            return None
+        self._record_use(row.id, row.last_used_at)
+        return routing.smtp_ip_credential_value(row)
 
     # -- envelope ----------------------------------------------------------------------
 
     def classify_recipient(self, address: str, local_part: str, domain: str,
                            credential: Credential | None) -> Recipient | Rejection | None:
-        engine = self._read_engine if self._read_engine is not None else self.database.engine
-        with self._slots:
-            for attempt in (1, 2):
-                try:
-                    with engine.connect() as connection:
-                        return self.classifier.classify(connection, address, local_part, domain, credential)
-                except DBAPIError as exc:
-                    if attempt == 2 or not exc.connection_invalidated:
-                        raise
+        return self._read(lambda connection: self.classifier.classify(
+            connection, address, local_part, domain, credential))
 
     def received_header(self, credential: Credential | None, helo_name: str | None,
                         ip_address: str | None) -> str:
-        privacy = False
-        if credential is not None:
-            with self._unit_of_work() as session:
-                server = session.get(Server, credential.server_id)
-                privacy = bool(server is not None and server.privacy_mode)
+        privacy = credential is not None and credential.privacy_mode
         return received.generate(self.config, self.resolver, helo_name, ip_address, "smtp", privacy)
 
     def authorised_domain(self, credential: Credential, headers: dict[str, list[str | None]]) -> int | None:
-        with self._unit_of_work() as session:
-            server = session.get(Server, credential.server_id)
-            if server is None:
-                return None
-            return routing.authorised_domain_id(session, server, headers)
+        def work(connection):
+            return routing.authorised_domain_id(
+                lambda name: routing.authenticating_domain_id(connection, credential, name),
+                credential.allow_sender, headers)
+        return self._read(work)
 
     def store(self, envelope: Envelope) -> list[StoredMessage]:
         return self.store_messages.store(envelope)

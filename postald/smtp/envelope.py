@@ -14,13 +14,22 @@ RecipientKind = Literal["bounce", "route", "credential"]
 
 @dataclasses.dataclass(frozen=True)
 class Credential:
-    """The credential a connection is authenticated with (AUTH or SMTP-IP)."""
+    """The credential a connection is authenticated with (AUTH or SMTP-IP).
+
+    The server's settings here are a snapshot taken when the connection
+    authenticated (Postal keeps the credential's server loaded for the whole
+    connection too); only the server's suspension is checked again, for
+    every recipient.
+    """
 
     id: int
     type: str
     server_id: int
     server_permalink: str  # "org/server"
     log_smtp_data: bool = False
+    privacy_mode: bool = False   # Received headers leave out the client
+    allow_sender: bool = False   # the Sender header may authorise a message
+    organization_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from postald.services import credentials as credential_service
@@ -28,10 +28,11 @@ from postald.services import domains as domain_service
 from postald.services import endpoints as endpoint_service
 from postald.services import routes as route_service
 from postald.services import servers as server_service
+from postald.services.prepared import PreparedSelect
 from postald.smtp import replies
 from postald.smtp.envelope import Credential, Delivery, Recipient, Rejection
 from schema.main import Credential as CredentialRow
-from schema.main import Domain, Route, Server
+from schema.main import Domain, Organization, Route, Server
 
 _COMMENT = re.compile(r"\([^)]*\)")
 
@@ -47,7 +48,55 @@ def credential_value(session, row: CredentialRow) -> Credential | None:
         server_id=server.id,
         server_permalink=server.full_permalink,
         log_smtp_data=bool(server.log_smtp_data),
+        privacy_mode=bool(server.privacy_mode),
+        allow_sender=bool(server.allow_sender),
+        organization_id=server.organization_id,
     )
+
+
+#: Every SMTP-IP credential of a server that is not deleted, with the server
+#: settings a session keeps (see :func:`smtp_ip_credential`).
+SMTP_IP_CREDENTIALS = PreparedSelect(
+    select(CredentialRow.id, CredentialRow.key, CredentialRow.last_used_at,
+           Server.id.label("server_id"), Organization.permalink.label("organization_permalink"),
+           Server.permalink.label("server_permalink"), Server.log_smtp_data, Server.privacy_mode,
+           Server.allow_sender, Server.organization_id)
+    .join(Server, Server.id == CredentialRow.server_id)
+    .outerjoin(Organization, Organization.id == Server.organization_id)
+    .where(CredentialRow.type == "SMTP-IP", Server.deleted_at.is_(None))
+    .order_by(CredentialRow.id),
+    "SMTPIPCredential",
+)
+
+
+def smtp_ip_credential(connection, ip_address: str):
+    """The SMTP-IP credential for a client (the most specific network, then the
+    lowest id), as a row of :data:`SMTP_IP_CREDENTIALS`, or None.  One query on
+    ``connection``; recording its use is the caller's job."""
+    return credential_service.most_specific_network_match(SMTP_IP_CREDENTIALS.rows(connection), ip_address)
+
+
+def smtp_ip_credential_value(row) -> Credential:
+    """The plain :class:`Credential` of a row of :data:`SMTP_IP_CREDENTIALS`."""
+    return Credential(
+        id=row.id,
+        type="SMTP-IP",
+        server_id=row.server_id,
+        server_permalink=f"{row.organization_permalink}/{row.server_permalink}",
+        log_smtp_data=bool(row.log_smtp_data),
+        privacy_mode=bool(row.privacy_mode),
+        allow_sender=bool(row.allow_sender),
+        organization_id=row.organization_id,
+    )
+
+
+#: Whether a credential's server still takes outgoing mail, on current data.
+_SERVER_STATE = PreparedSelect(
+    select(Server.suspended_at, Server.deleted_at, Organization.suspended_at.label("organization_suspended_at"))
+    .outerjoin(Organization, Organization.id == Server.organization_id)
+    .where(Server.id == bindparam("server_id")),
+    "ServerState",
+)
 
 
 class RecipientClassifier:
@@ -61,8 +110,8 @@ class RecipientClassifier:
     def classify(self, connection, address: str, local_part: str, domain: str,
                  credential: Credential | None) -> Recipient | Rejection | None:
         """Classify one recipient using ``connection`` (a Connection).  Incoming
-        mail, the common case, costs one prepared query; the other rules use an
-        ORM session bound to the same connection."""
+        and outgoing mail, the common cases, cost one prepared query each; the
+        other rules use an ORM session bound to the same connection."""
         uname, _, tag = local_part.partition("+")
         if domain == self.return_path_domain or domain.startswith(self.return_path_prefix):
             with Session(bind=connection) as session:
@@ -71,8 +120,7 @@ class RecipientClassifier:
             with Session(bind=connection) as session:
                 return self._route_by_token(session, uname, tag)
         if credential is not None:
-            with Session(bind=connection) as session:
-                return self._outgoing(session, address, credential)
+            return self._outgoing(connection, address, credential)
         return self._incoming(connection, address)
 
     def _bounce(self, session, address: str, token: str) -> Recipient | Rejection:
@@ -102,11 +150,14 @@ class RecipientClassifier:
         return Recipient("route", f"{local}@{domain.name}", server.id, route.id,
                          deliveries=deliveries_through(session, route))
 
-    def _outgoing(self, session, address: str, credential: Credential) -> Recipient | Rejection:
-        server = session.get(Server, credential.server_id)
-        if server is None or server.suspended:
+    def _outgoing(self, connection, address: str, credential: Credential) -> Recipient | Rejection:
+        # A deleted server counts as missing (postald's QUIRK), and refuses like a suspended one.
+        rows = _SERVER_STATE.rows(connection, server_id=credential.server_id)
+        state = rows[0] if rows else None
+        if (state is None or state.deleted_at is not None or state.suspended_at is not None
+                or state.organization_suspended_at is not None):
             return Rejection(replies.SERVER_SUSPENDED, "server-suspended")
-        return Recipient("credential", address, server.id)
+        return Recipient("credential", address, credential.server_id)
 
     def _incoming(self, connection, address: str) -> Recipient | Rejection | None:
         route = route_service.match_address(connection, address)
@@ -143,14 +194,6 @@ def deliveries_through(session, route, bounce: bool = False) -> tuple[Delivery, 
     return (first, *extra)
 
 
-def smtp_ip_credential(session, ip_address: str) -> Credential | None:
-    row = credential_service.smtp_ip_credential_for(session, ip_address)
-    if row is None:
-        return None
-    credential_service.use(row)
-    return credential_value(session, row)
-
-
 # -- sender authorisation --------------------------------------------------------------
 
 
@@ -171,8 +214,28 @@ def bare_address(value: str | None) -> tuple[str, str] | None:
     return local, domain.strip()
 
 
-def authenticated_domain_id(session, server: Server, value: str | None) -> int | None:
-    """The verified domain allowing ``server`` to send as the address in ``value``."""
+#: The candidate domains for one From/Sender domain name and one server
+#: (:func:`postald.services.domains.authenticating_domains`), run on the driver.
+_AUTHENTICATING_DOMAINS = PreparedSelect(
+    domain_service.authenticating_domains(
+        (Domain.id,), bindparam("name"), bindparam("server_id"), bindparam("organization_id")),
+    "AuthenticatingDomain",
+)
+
+
+def authenticating_domain_id(connection, credential: Credential, name: str) -> int | None:
+    """The id of the verified domain that lets ``credential``'s server send from
+    the domain ``name`` (lower-cased), with the priority of
+    :func:`postald.services.domains.find_authenticated_domain`; one query."""
+    rows = _AUTHENTICATING_DOMAINS.rows(connection, name=name, server_id=credential.server_id,
+                                        organization_id=credential.organization_id)
+    chosen = domain_service.choose_authenticated_domain(rows)
+    return chosen.id if chosen is not None else None
+
+
+def authenticated_domain_id(lookup, value: str | None) -> int | None:
+    """The verified domain allowing the server to send as the address in
+    ``value``; ``lookup(name)`` finds the domain id for a lower-cased domain name."""
     parts = bare_address(value)
     if parts is None:
         return None
@@ -181,20 +244,33 @@ def authenticated_domain_id(session, server: Server, value: str | None) -> int |
         # Several addresses in one header: no domain has that name, so only a
         # use-for-any domain can authorise it (the "@" is hidden from the lookup).
         domain = domain.replace("@", " ")
-    found = domain_service.find_authenticated_domain(session, server, f"{local}@{domain}")
-    return found.id if found is not None else None
+    name = domain_service.authenticated_domain_name(f"{local}@{domain}")
+    return lookup(name) if name is not None else None
 
 
-def authorised_domain_id(session, server: Server, headers: dict[str, list[str | None]]) -> int | None:
+def authorised_domain_id(lookup, allow_sender: bool, headers: dict[str, list[str | None]]) -> int | None:
     """The domain authorising a message's From (or, with the server's "allow
     sender header" setting, its Sender): every value of the header must be
-    authorised, and the first one's domain is used."""
-    names = ["from", "sender"] if server.allow_sender else ["from"]
-    for name in names:
-        values = headers.get(name) or [None]
-        domain_ids = [authenticated_domain_id(session, server, value) for value in values]
-        if all(domain_id is not None for domain_id in domain_ids):
-            return domain_ids[0]
+    authorised, and the first one's domain is used.  ``lookup`` is as for
+    :func:`authenticated_domain_id`; each name is looked up once."""
+    found: dict[str, int | None] = {}
+
+    def cached(name: str) -> int | None:
+        if name not in found:
+            found[name] = lookup(name)
+        return found[name]
+
+    for header in (("from", "sender") if allow_sender else ("from",)):
+        values = headers.get(header) or [None]
+        first = None
+        for index, value in enumerate(values):
+            domain_id = authenticated_domain_id(cached, value)
+            if domain_id is None:
+                break
+            if index == 0:
+                first = domain_id
+        else:
+            return first
     return None
 
 

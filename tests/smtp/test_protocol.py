@@ -233,6 +233,93 @@ def test_rcpt_to_uses_smtp_ip_credential_of_client_network(database, make_sessio
     assert send(stranger, "RCPT TO: test@example.com") == "530 Authentication required"
 
 
+def test_smtp_ip_client_of_a_suspended_or_deleted_server(database, make_session):
+    server_id = make_server(database)
+    add_credential(database, server_id, type="SMTP-IP", key="1.2.3.0/24")
+    suspend(database, server_id)
+    session = with_mail_from(make_session)
+    assert send(session, "RCPT TO: test@example.com") == "535 Mail server has been suspended"
+    assert session.credential.server_id == server_id
+    assert session.state == "mail_from_received"
+
+    # Suspension is checked on current data for every recipient of a connection.
+    with database.unit_of_work() as s:
+        servers.unsuspend(s, s.get(Server, server_id))
+    session = with_mail_from(make_session)
+    assert send(session, "RCPT TO: first@example.com") == "250 OK"
+    with database.unit_of_work() as s:
+        organizations.suspend(s, s.get(Server, server_id).organization, "Unpaid")
+    assert send(session, "RCPT TO: second@example.com") == "535 Mail server has been suspended"
+    with database.unit_of_work() as s:
+        organizations.unsuspend(s, s.get(Server, server_id).organization)
+    assert send(session, "RCPT TO: third@example.com") == "250 OK"
+    with database.unit_of_work() as s:
+        servers.soft_delete(s, s.get(Server, server_id))
+    assert send(session, "RCPT TO: fourth@example.com") == "535 Mail server has been suspended"
+
+    # A deleted server's credential no longer matches; a wider one of a live server does.
+    assert send(with_mail_from(make_session), "RCPT TO: test@example.com") == "530 Authentication required"
+    other = make_server(database, "Other", "Relay")
+    add_credential(database, other, type="SMTP-IP", key="1.0.0.0/8")
+    session = with_mail_from(make_session)
+    assert send(session, "RCPT TO: test@example.com") == "250 OK"
+    assert session.transaction.recipients == [Recipient("credential", "test@example.com", other)]
+
+
+def test_smtp_ip_credential_prefers_the_most_specific_network_then_the_oldest(database, make_session):
+    wide = make_server(database, "Wide", "Main")
+    narrow = make_server(database, "Narrow", "Main")
+    second = make_server(database, "Second", "Main")
+    add_credential(database, wide, type="SMTP-IP", key="1.0.0.0/8")
+    add_credential(database, narrow, type="SMTP-IP", key="1.2.0.0/16")
+    add_credential(database, second, type="SMTP-IP", key="1.2.0.0/255.255.0.0")
+    session = with_mail_from(make_session)
+    assert send(session, "RCPT TO: test@example.com") == "250 OK"
+    assert (session.credential.server_id, session.credential.server_permalink) == (narrow, "narrow/main")
+    mapped = with_mail_from(make_session, ip="::ffff:1.9.9.9")
+    assert send(mapped, "RCPT TO: test@example.com") == "250 OK"
+    assert mapped.credential.server_id == wide
+
+
+def _last_used_at(database):
+    with database.unit_of_work() as s:
+        return s.scalars(select(Credential.last_used_at)).one()
+
+
+def _set_last_used_at(database, value):
+    with database.unit_of_work() as s:
+        s.scalars(select(Credential)).one().last_used_at = value
+
+
+def test_smtp_ip_credential_use_is_recorded_once_a_minute(database, make_session):
+    add_credential(database, make_server(database), type="SMTP-IP", key="1.0.0.0/8")
+    assert _last_used_at(database) is None
+    before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    assert send(with_mail_from(make_session), "RCPT TO: test@example.com") == "250 OK"
+    first = _last_used_at(database)
+    assert first is not None and abs(first - before) < dt.timedelta(seconds=30)
+    for _ in range(3):  # connection after connection within the minute: no new write
+        assert send(with_mail_from(make_session), "RCPT TO: test@example.com") == "250 OK"
+    assert _last_used_at(database) == first
+    long_ago = first - dt.timedelta(minutes=5)
+    _set_last_used_at(database, long_ago)
+    assert send(with_mail_from(make_session), "RCPT TO: test@example.com") == "250 OK"
+    assert _last_used_at(database) >= first
+
+
+def test_smtp_key_use_is_recorded_once_a_minute(database, make_session):
+    key = add_credential(database, make_server(database))
+    session = welcomed(make_session)
+    assert send(session, f"AUTH PLAIN {plain(key)}").startswith("235 ")
+    first = _last_used_at(database)
+    assert first is not None
+    assert send(welcomed(make_session), f"AUTH PLAIN {plain(key)}").startswith("235 ")
+    assert _last_used_at(database) == first
+    _set_last_used_at(database, first - dt.timedelta(minutes=2))
+    assert send(welcomed(make_session), f"AUTH PLAIN {plain(key)}").startswith("235 ")
+    assert _last_used_at(database) >= first
+
+
 # -- auth_spec -----------------------------------------------------------------------------------
 
 
@@ -398,7 +485,13 @@ def test_sender_header_allowed_only_with_allow_sender(database, make_session):
     assert send(session, ".") == "530 From/Sender name is not valid"
     with database.unit_of_work() as s:
         s.get(Server, server_id).allow_sender = True
+        key = s.scalars(select(Credential.key)).one()
+    # The server's settings are a snapshot taken when the connection authenticates.
     send(session, "MAIL FROM: test@sender.test", "RCPT TO: test@example.com", "DATA", *lines)
+    assert send(session, ".") == "530 From/Sender name is not valid"
+    session = welcomed(make_session)
+    send(session, f"AUTH PLAIN {plain(key)}", "MAIL FROM: test@sender.test", "RCPT TO: test@example.com",
+         "DATA", *lines)
     assert send(session, ".") == "250 OK"
 
 
@@ -500,6 +593,79 @@ def test_privacy_mode_applies_to_authenticated_submissions(database, make_sessio
     send(session, f"AUTH PLAIN {plain(key)}", "MAIL FROM: a@sender.test", "RCPT TO: x@example.com")
     send(session, "DATA")
     assert session.transaction.headers["received"][0].startswith(f"by {HOSTNAME} with SMTP; ")
+
+
+def test_privacy_mode_is_the_servers_setting_when_the_connection_authenticated(database, make_session):
+    server_id = make_server(database, privacy_mode=True)
+    add_credential(database, server_id, type="SMTP-IP", key="1.2.3.4")
+    session = with_mail_from(make_session)
+    assert send(session, "RCPT TO: x@example.com") == "250 OK"
+    with database.unit_of_work() as s:
+        s.get(Server, server_id).privacy_mode = False
+    send(session, "DATA")
+    assert session.transaction.headers["received"][0].startswith(f"by {HOSTNAME} with SMTP; ")
+    session = with_mail_from(make_session)
+    send(session, "RCPT TO: x@example.com", "DATA")
+    assert session.transaction.headers["received"][0].startswith(
+        f"from test.example.com (hostname.com [1.2.3.4]) by {HOSTNAME} with SMTP; ")
+
+
+def test_authorised_domain_priority(database, make_session):
+    """Server's domain of the From's name, else its organization's, else the
+    server's first use_for_any domain by name; never another server's."""
+    from postald.services import domains
+
+    server_id = make_server(database)
+    sibling = make_server(database, "Sibling", "Main")
+    key = add_credential(database, server_id)
+    ids = {}
+    with database.unit_of_work() as s:
+        server = s.get(Server, server_id)
+        organization = server.organization
+        other = s.get(Server, sibling)
+        for owner, name, label, options in (
+            (organization, "both.test", "org-both", {}),
+            (server, "both.test", "server-both", {}),
+            (organization, "org-only.test", "org-only", {}),
+            (server, "unverified.test", "server-unverified", {"verified": False}),
+            (organization, "unverified.test", "org-verified", {}),
+            (other, "sibling.test", "sibling", {}),
+        ):
+            ids[label] = domains.create(s, owner, name, **{"verified": True, **options}).id
+
+    def domain_for(from_value):
+        session = welcomed(make_session)
+        send(session, f"AUTH PLAIN {plain(key)}", "MAIL FROM: a@b.test", "RCPT TO: x@outside.test")
+        send(session, "DATA", f"From: {from_value}", "Subject: Priority", "", "body", "")
+        reply = send(session, ".")
+        if reply != "250 OK":
+            return reply
+        with database.unit_of_work() as s:
+            queued = s.scalars(select(QueuedMessage).order_by(QueuedMessage.id.desc())).first()
+        return database.message_db(server_id).message(queued.message_id).domain_id
+
+    refused = "530 From/Sender name is not valid"
+    assert domain_for("someone@both.test") == ids["server-both"]
+    assert domain_for("Someone <someone@Org-Only.TEST>") == ids["org-only"]
+    assert domain_for("someone@unverified.test") == ids["org-verified"]
+    assert domain_for("someone@sibling.test") == refused
+    assert domain_for("a@both.test, b@both.test") == refused
+
+    with database.unit_of_work() as s:
+        server, other = s.get(Server, server_id), s.get(Server, sibling)
+        for owner, name, label, options in (
+            (server, "zz-any.test", "any-z", {}),
+            (server, "aa-any.test", "any-a", {}),
+            (server, "00-any.test", "any-unverified", {"verified": False}),
+            (server.organization, "000-any.test", "org-any", {}),
+            (other, "0000-any.test", "sibling-any", {}),
+        ):
+            ids[label] = domains.create(s, owner, name, use_for_any=True, **{"verified": True, **options}).id
+    assert domain_for("someone@sibling.test") == ids["any-a"]
+    assert domain_for("a@both.test, b@both.test") == ids["any-a"]
+    assert domain_for("someone@both.test") == ids["server-both"]
+    assert domain_for("someone@org-only.test") == ids["org-only"]
+    assert domain_for("someone@zz-any.test") == ids["any-z"]
 
 
 # -- beyond Postal ----------------------------------------------------------------------------------

@@ -351,6 +351,64 @@ def test_smtp_ip_credential_lets_a_known_host_relay(server, world):
     assert (stored.scope, stored.rcpt_to, stored.credential_id is not None) == ("outgoing", "customer@outside.test", True)
 
 
+def test_smtp_ip_client_of_a_suspended_server_is_refused(server, world):
+    from postald.services import servers
+    from schema.main import Server
+    from tests.factories import add_credential, make_server
+
+    held = make_server(world.database, "Held Org", "Held")
+    add_credential(world.database, held, type="SMTP-IP", name="held host", key="127.0.0.3")
+    with world.database.unit_of_work() as session:
+        servers.suspend(session, session.get(Server, held), "Unpaid")
+    client = Client(server.port, source="127.0.0.3")
+    client.command("EHLO client.test")
+    assert client.one("MAIL FROM:<app@held.test>") == "250 OK"
+    assert client.one("RCPT TO:<customer@outside.test>") == "535 Mail server has been suspended"
+    assert client.one("DATA") == "503 HELO/EHLO, MAIL FROM and RCPT TO before sending data"
+    client.close()
+
+
+def test_smtp_ip_relay_keeps_its_servers_privacy_mode_and_records_use_once_a_minute(server, world):
+    import datetime as dt
+
+    from postald.services import domains
+    from schema.main import Credential, Server
+    from schema.message_db import messages
+    from tests.factories import add_credential, make_server
+
+    private = make_server(world.database, "Private Org", "Private", privacy_mode=True)
+    add_credential(world.database, private, type="SMTP-IP", name="private host", key="127.0.0.4")
+    with world.database.unit_of_work() as session:
+        domain_id = domains.create(session, session.get(Server, private).organization, "private.test",
+                                   verified=True).id
+
+    def relay() -> object:
+        title = subject()
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30, source_address=("127.0.0.4", 0)) as smtp:
+            assert smtp.sendmail("app@private.test", ["customer@outside.test"],
+                                 message(title, sender="App <app@private.test>")) == {}
+        (stored,) = world.database.message_db(private).messages_where(messages.c.subject == title)
+        return stored
+
+    def last_used_at():
+        with world.database.unit_of_work() as session:
+            return session.scalars(select(Credential.last_used_at).where(Credential.key == "127.0.0.4")).one()
+
+    stored = relay()
+    assert (stored.scope, stored.domain_id) == ("outgoing", domain_id)
+    assert stored.raw_message().startswith(f"Received: by {HOSTNAME} with SMTP; ".encode())
+    first = last_used_at()
+    assert first is not None
+    relay()
+    relay()
+    assert last_used_at() == first
+    with world.database.unit_of_work() as session:
+        session.scalars(select(Credential).where(Credential.key == "127.0.0.4")).one().last_used_at = (
+            first - dt.timedelta(minutes=10))
+    relay()
+    assert last_used_at() >= first
+
+
 # -- PROXY protocol and idle timeout --------------------------------------------------------------
 
 
