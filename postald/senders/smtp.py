@@ -184,14 +184,21 @@ class Connection:
             self.client = None
 
     def send(self, mail_from: str, rcpt_to: str, data: bytes) -> str:
-        """MAIL, RCPT, DATA; returns the final reply, raises SMTPReplyError on refusal."""
-        if self.used:
-            self.client.rset()
-        self.used = True
+        """(RSET,) MAIL, RCPT, DATA; returns the final reply, raises SMTPReplyError on refusal.
+
+        With a server that offers PIPELINING (RFC 2920) the commands up to
+        DATA go out in one write and the message in a second: two round trips
+        instead of five.
+        """
         client = self.client
         options = ["BODY=8BITMIME"] if client.has_extn("8bitmime") and _has_8bit(data) else []
         if client.has_extn("smtputf8") and not (mail_from + rcpt_to).isascii():
             options.append("SMTPUTF8")
+        if client.has_extn("pipelining"):
+            return self._send_pipelined(mail_from, rcpt_to, data, options)
+        if self.used:
+            client.rset()
+        self.used = True
         code, text = client.mail(mail_from, options)
         if code != 250:
             raise SMTPReplyError(code, _text(text))
@@ -202,6 +209,46 @@ class Connection:
         if code != 250:
             raise SMTPReplyError(code, _text(text))
         return f"{code} {_text(text)}"
+
+    def _send_pipelined(self, mail_from: str, rcpt_to: str, data: bytes, options: list[str]) -> str:
+        client = self.client
+        reset = self.used
+        self.used = True
+        extra = "".join(f" {option}" for option in options)
+        commands = "RSET\r\n" if reset else ""
+        commands += (f"MAIL FROM:{smtplib.quoteaddr(mail_from)}{extra}\r\n"
+                     f"RCPT TO:{smtplib.quoteaddr(rcpt_to)}\r\nDATA\r\n")
+        client.send(commands.encode("utf-8" if "SMTPUTF8" in options else "ascii"))
+        if reset:
+            client.getreply()  # a failed RSET shows in the replies that follow
+        # Every reply is read before deciding, so the session stays in step.
+        mail = client.getreply()
+        rcpt = client.getreply()
+        code, text = client.getreply()
+        if code == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+            # The server wants the message although the envelope failed: leave the session.
+            self.close()
+        if mail[0] != 250:
+            raise SMTPReplyError(mail[0], _text(mail[1]))
+        if rcpt[0] not in (250, 251):
+            raise SMTPReplyError(rcpt[0], _text(rcpt[1]))
+        if code != 354:
+            raise SMTPReplyError(code, _text(text))
+        client.send(dot_stuffed(data))
+        code, text = client.getreply()
+        if code != 250:
+            raise SMTPReplyError(code, _text(text))
+        return f"{code} {_text(text)}"
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """A CRLF-terminated message body as sent after DATA: leading dots doubled, ending ``.``."""
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
 
 
 class SMTPSender(Sender):

@@ -11,7 +11,8 @@ Replies can be scripted: ``rcpt_reply`` / ``data_reply`` / ``mail_reply`` are a
 reply line (``"450 4.2.0 Try again in 30 seconds"``), or a callable taking the
 address (or the envelope, for DATA) and returning a reply line or ``None`` to
 accept.  ``certificate`` (from :mod:`tests.support.certs`) offers STARTTLS, or
-with ``implicit_tls=True`` speaks TLS from the first byte.
+with ``implicit_tls=True`` speaks TLS from the first byte.  ``pipelining=True``
+offers PIPELINING (RFC 2920) in the EHLO reply.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ class _Handler:
             return reply(argument)
         return reply
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.sink.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.sink._note_connection(session.peer)
         reply = self._scripted(self.sink.mail_reply, address)
@@ -92,7 +99,9 @@ class SMTPSink:
     """A recording SMTP server on 127.0.0.1 and a free port."""
 
     def __init__(self, *, certificate=None, implicit_tls: bool = False, hostname: str = "sink.test",
-                 rcpt_reply: Reply = None, data_reply: Reply = None, mail_reply: Reply = None):
+                 rcpt_reply: Reply = None, data_reply: Reply = None, mail_reply: Reply = None,
+                 pipelining: bool = False):
+        self.pipelining = pipelining
         self.certificate = certificate
         self.implicit_tls = implicit_tls
         self.hostname = hostname

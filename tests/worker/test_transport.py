@@ -121,3 +121,104 @@ def test_helo_name_falls_back_to_configured_names(sending, worker_environ):
     assert SMTPSender(sending.config, "example.org").helo_hostname == "postal.test"
     config = load(path=None, environ={**worker_environ, "DNS_HELO_HOSTNAME": "helo.postal.test"})
     assert SMTPSender(config, "example.org").helo_hostname == "helo.postal.test"
+
+
+# -- PIPELINING ----------------------------------------------------------------------------
+
+
+def test_a_pipelining_relay_gets_every_message_of_a_batch_with_failures_in_between(sending, worker_environ):
+    refused = {"refused@example.org": "550 5.1.1 No such user", "busy@example.org": "451 4.3.0 Try again later"}
+    with SMTPSink(hostname="relay.test", pipelining=True, rcpt_reply=lambda address: refused.get(address)) as relay:
+        relayed, worker = relay_sending(sending, worker_environ, f"smtp://127.0.0.1:{relay.port}?ssl_mode=None")
+        body = "A line.\r\n.A line starting with a dot.\r\n..Two dots.\r\n.\r\nLast line.\r\n"
+        queued = [relayed.queue(rcpt_to=rcpt, subject=f"Pipelined {n}", body=body) for n, rcpt in enumerate(
+            ["first@example.org", "refused@example.org", "second@example.org", "busy@example.org", "third@example.org"])]
+        assert drain(worker) == 1
+        received = relay.wait_for(3)
+    assert [m.rcpt_tos for m in received] == [["first@example.org"], ["second@example.org"], ["third@example.org"]]
+    assert len(relay.connections) == 1
+    for message in received:
+        assert message.data.endswith(b"\r\n\r\n" + body.encode())  # dots and lines arrive as they were
+    statuses = [[d["status"] for d in relayed.deliveries(m.id)] for m in queued]
+    assert statuses == [["Sent"], ["HardFail"], ["Sent"], ["SoftFail"], ["Sent"]]
+    assert "550 5.1.1 No such user" in relayed.deliveries(queued[1].id)[0]["output"]
+
+
+class RecordingSMTPServer:
+    """A scripted SMTP server on a raw socket that records each read it makes."""
+
+    def __init__(self, pipelining: bool):
+        import socket
+        import threading
+
+        self.pipelining = pipelining
+        self.reads: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            connection.settimeout(10)
+            connection.sendall(b"220 recorder ESMTP\r\n")
+            pending = b""
+            in_data = False
+            while True:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                self.reads.append(chunk)
+                pending += chunk
+                replies = []
+                while True:
+                    if in_data:
+                        end = pending.find(b"\r\n.\r\n")
+                        if end < 0:
+                            break
+                        pending, in_data = pending[end + 5:], False
+                        replies.append(b"250 queued")
+                        continue
+                    line, found, rest = pending.partition(b"\r\n")
+                    if not found:
+                        break
+                    pending = rest
+                    verb = line[:4].upper()
+                    if verb == b"EHLO":
+                        replies.append(b"250-recorder\r\n250 PIPELINING" if self.pipelining else b"250 recorder")
+                    elif verb == b"DATA":
+                        replies.append(b"354 go ahead")
+                        in_data = True
+                        pending = b"\r\n" + pending  # the terminator may follow at once
+                    elif verb == b"QUIT":
+                        connection.sendall(b"221 bye\r\n")
+                        return
+                    else:
+                        replies.append(b"250 ok")
+                if replies:
+                    connection.sendall(b"\r\n".join(replies) + b"\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_envelope_commands_share_one_write_only_when_pipelining_is_offered(sending, worker_environ, pipelining):
+    server = RecordingSMTPServer(pipelining)
+    try:
+        relayed, worker = relay_sending(sending, worker_environ, f"smtp://127.0.0.1:{server.port}?ssl_mode=None")
+        first, second = relayed.queue(subject="One"), relayed.queue(subject="Two")
+        drain(worker)
+        server.thread.join(10)
+    finally:
+        server.close()
+    assert [d["status"] for d in relayed.deliveries(first.id)] == ["Sent"]
+    assert [d["status"] for d in relayed.deliveries(second.id)] == ["Sent"]
+    envelopes = [read.upper() for read in server.reads if b"MAIL FROM:" in read.upper()]
+    assert len(envelopes) == 2
+    if pipelining:
+        assert envelopes[0].startswith(b"MAIL FROM:") and envelopes[0].endswith(b"DATA\r\n")
+        assert envelopes[1].startswith(b"RSET\r\nMAIL FROM:") and b"RCPT TO:" in envelopes[1]
+    else:
+        assert all(b"RCPT TO:" not in read for read in envelopes)
