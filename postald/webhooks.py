@@ -36,6 +36,9 @@ DELIVERY_EVENTS = {
 }
 
 SUBJECT_LIMIT = 200
+
+#: How many times this process has queued webhook requests (see :func:`requests_queued`).
+_queued_here = 0
 TEXT_LIMIT = 250
 
 
@@ -59,8 +62,15 @@ def trigger(session, server_id: int, event: str, payload: dict[str, Any]) -> lis
         session.add(request)
         requests.append(request)
     session.flush()
+    global _queued_here
+    _queued_here += 1
     log.info("webhook.triggered", extra={"server_id": server_id, "event": event, "requests": len(requests)})
     return requests
+
+
+def requests_queued() -> int:
+    """A number that changes whenever this process queues webhook requests."""
+    return _queued_here
 
 
 def any_enabled(session, server_id: int) -> bool:

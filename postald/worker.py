@@ -86,6 +86,8 @@ class WorkerRole:
         self._lockers_lock = threading.Lock()
         self._eligible_ips: tuple[float, list[int]] | None = None
         self._holds_tasks_role = False
+        #: (until when, requests_queued() then) after a look at the webhook queue found nothing.
+        self._webhooks_idle: tuple[float, int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -203,12 +205,23 @@ class WorkerRole:
             log.exception("worker.unlock_failed", extra={"locker": locker})
 
     def process_webhook_requests(self, thread_name: str = "main") -> bool:
-        """Send one queued webhook request when the webhook sender is installed."""
-        try:
-            from postald import webhook_sender
-        except ImportError:
+        """Send one queued webhook request.
+
+        After finding none, the loops look again only once ``worker.poll_interval``
+        has passed, or at once when this process queues a request: the work
+        loops would otherwise ask the database after every batch of messages.
+        """
+        from postald import webhook_sender, webhooks
+
+        idle = self._webhooks_idle
+        if idle is not None and time.monotonic() < idle[0] and webhooks.requests_queued() == idle[1]:
             return False
-        return bool(webhook_sender.process_next(self.config, self.database, queue.new_locker(f"thread:{thread_name}")))
+        queued_before = webhooks.requests_queued()
+        found = bool(webhook_sender.process_next(self.config, self.database,
+                                                 queue.new_locker(f"thread:{thread_name}")))
+        self._webhooks_idle = None if found else \
+            (time.monotonic() + float(self.config.worker.poll_interval), queued_before)
+        return found
 
     # -- lock keeper and tasks ------------------------------------------------------------
 

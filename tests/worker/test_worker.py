@@ -116,3 +116,20 @@ def test_scheduled_tasks_run_when_due_and_are_rescheduled(config, database, send
     assert sending.message_db.suppression_get("recipient", "old@example.org") is None
     with database.unit_of_work() as session:
         assert all(r.next_run_after > utcnow() for r in session.scalars(select(ScheduledTask)))
+
+
+def test_an_empty_webhook_queue_is_looked_at_again_after_the_poll_interval_or_when_this_process_queues(
+        worker, config, monkeypatch):
+    from postald import webhook_sender, webhooks
+
+    looks = []
+    monkeypatch.setattr(webhook_sender, "claim", lambda database, locker: looks.append(locker))
+    assert worker.process_webhook_requests() is False
+    assert worker.process_webhook_requests() is False
+    assert len(looks) == 1  # nothing was queued since the last look
+    monkeypatch.setattr(webhooks, "_queued_here", webhooks.requests_queued() + 1)  # an event queued here
+    assert worker.process_webhook_requests() is False
+    assert len(looks) == 2
+    time.sleep(float(config.worker.poll_interval) + 0.05)  # another process may have queued one
+    assert worker.process_webhook_requests() is False
+    assert len(looks) == 3
