@@ -136,43 +136,47 @@ def claim_batch(database, locker: str, batch: bool = True, ip_address_ids: Itera
     The first row is the oldest ready one; its friends share its ``batch_key``
     and ``ip_address_id``.  Returned rows are detached copies in claim order.
     """
-    found = retry_transaction(lambda: _claim(database, locker, batch, ip_address_ids, batch_size))
-    return locked_by(database, locker) if found else []
+    return retry_transaction(lambda: _claim(database, locker, batch, ip_address_ids, batch_size))
 
 
-def _claim(database, locker: str, batch: bool, ip_address_ids: Iterable[int] | None, batch_size: int) -> bool:
+def _claim(database, locker: str, batch: bool, ip_address_ids: Iterable[int] | None,
+           batch_size: int) -> list[QueuedMessage]:
     with database.unit_of_work() as session:
         if ip_address_ids is None:
             ip_address_ids = eligible_ip_address_ids(session)
         now = utcnow()
-        first = session.execute(
-            select(QueuedMessage.id, QueuedMessage.batch_key, QueuedMessage.ip_address_id)
+        first = session.scalars(
+            select(QueuedMessage)
             .where(unlocked_condition(), ready_condition(now), ip_condition(ip_address_ids))
             .order_by(QueuedMessage.id)
             .limit(1)
             .with_for_update(skip_locked=True)
         ).first()
         if first is None:
-            return False
-        ids = [first.id]
+            return []
+        rows = [first]
         if batch and first.batch_key is not None and batch_size > 0:
             same_ip = (QueuedMessage.ip_address_id.is_(None) if first.ip_address_id is None
                        else QueuedMessage.ip_address_id == first.ip_address_id)
-            ids += session.scalars(
-                select(QueuedMessage.id)
+            rows += session.scalars(
+                select(QueuedMessage)
                 .where(QueuedMessage.batch_key == first.batch_key, same_ip, QueuedMessage.id != first.id,
                        unlocked_condition(), ready_condition(now))
                 .order_by(QueuedMessage.id)
                 .limit(batch_size)
                 .with_for_update(skip_locked=True)
             ).all()
+        # Detached first, so stamping the copies below writes nothing more.
+        session.expunge_all()
         session.execute(
             update(QueuedMessage)
-            .where(QueuedMessage.id.in_(ids), unlocked_condition())
+            .where(QueuedMessage.id.in_([row.id for row in rows]), unlocked_condition())
             .values(locked_by=locker, locked_at=now)
             .execution_options(synchronize_session=False)
         )
-    return True
+    for row in rows:
+        row.locked_by, row.locked_at = locker, now
+    return rows
 
 
 def locked_by(database, locker: str) -> list[QueuedMessage]:
