@@ -141,6 +141,9 @@ class DatabaseBackend:
         self._record_use(row.id, row.last_used_at)
         return routing.smtp_ip_credential_value(row)
 
+    def outgoing_recipient(self, address: str, credential: Credential) -> Recipient | Rejection:
+        return self.classifier.outgoing_as_read(address, credential)
+
     # -- envelope ----------------------------------------------------------------------
 
     def classify_recipient(self, address: str, local_part: str, domain: str,

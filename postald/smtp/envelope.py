@@ -30,6 +30,8 @@ class Credential:
     privacy_mode: bool = False   # Received headers leave out the client
     allow_sender: bool = False   # the Sender header may authorise a message
     organization_id: int | None = None
+    #: Whether the server (or its organization) was suspended when this was read.
+    suspended: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

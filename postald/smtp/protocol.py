@@ -100,6 +100,9 @@ class Backend(Protocol):
 
     def smtp_ip_credential(self, ip_address: str) -> Credential | None: ...
 
+    def outgoing_recipient(self, address: str, credential: Credential) -> Recipient | Rejection:
+        """Outgoing mail for a credential :meth:`smtp_ip_credential` has just returned."""
+
     def received_header(self, credential: Credential | None, helo_name: str | None,
                         ip_address: str | None) -> str: ...
 
@@ -457,7 +460,8 @@ class SMTPSession:
                 self.credential = credential
                 self._log(logging.INFO, "smtp.authenticated", credential_id=credential.id,
                           server=credential.server_permalink, method="SMTP-IP")
-                outcome = self.backend.classify_recipient(address, local_part, domain.lower(), credential)
+                # Rules 1, 2 and 4 did not match above and do not depend on the credential.
+                outcome = self.backend.outgoing_recipient(address, credential)
         if outcome is None:
             self._log(logging.WARNING, "smtp.relay_refused", rcpt_to=address, always=True)
             return self._error(replies.AUTHENTICATION_REQUIRED, "authentication-required")

@@ -60,7 +60,8 @@ SMTP_IP_CREDENTIALS = PreparedSelect(
     select(CredentialRow.id, CredentialRow.key, CredentialRow.last_used_at,
            Server.id.label("server_id"), Organization.permalink.label("organization_permalink"),
            Server.permalink.label("server_permalink"), Server.log_smtp_data, Server.privacy_mode,
-           Server.allow_sender, Server.organization_id)
+           Server.allow_sender, Server.organization_id, Server.suspended_at,
+           Organization.suspended_at.label("organization_suspended_at"))
     .join(Server, Server.id == CredentialRow.server_id)
     .outerjoin(Organization, Organization.id == Server.organization_id)
     .where(CredentialRow.type == "SMTP-IP", Server.deleted_at.is_(None))
@@ -87,6 +88,7 @@ def smtp_ip_credential_value(row) -> Credential:
         privacy_mode=bool(row.privacy_mode),
         allow_sender=bool(row.allow_sender),
         organization_id=row.organization_id,
+        suspended=row.suspended_at is not None or row.organization_suspended_at is not None,
     )
 
 
@@ -149,6 +151,13 @@ class RecipientClassifier:
         local = f"{route.name}+{tag}" if tag else route.name
         return Recipient("route", f"{local}@{domain.name}", server.id, route.id,
                          deliveries=deliveries_through(session, route))
+
+    @staticmethod
+    def outgoing_as_read(address: str, credential: Credential) -> Recipient | Rejection:
+        """Rule 3 for a credential read a moment ago (its ``suspended`` is current)."""
+        if credential.suspended:
+            return Rejection(replies.SERVER_SUSPENDED, "server-suspended")
+        return Recipient("credential", address, credential.server_id)
 
     def _outgoing(self, connection, address: str, credential: Credential) -> Recipient | Rejection:
         # A deleted server counts as missing (postald's QUIRK), and refuses like a suspended one.
