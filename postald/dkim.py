@@ -120,6 +120,8 @@ def signature_header(raw_message: bytes, identity: SigningIdentity, timestamp: i
 
 def normalise_line_endings(raw: bytes) -> bytes:
     """CRLF line endings throughout, as the message will travel over SMTP (signatures must match that)."""
+    if raw.count(b"\n") == raw.count(b"\r\n"):  # no bare LF: the common case, without a copy
+        return raw
     return _BARE_LF.sub(b"\r\n", raw)
 
 

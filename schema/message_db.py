@@ -438,6 +438,10 @@ class Message:
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
+        if self._headers is None:
+            raw = self.raw_headers
+            if raw is not None and name.lower().encode() not in raw.lower():
+                return None  # not there: no need to parse the headers
         values = self.headers().get(name.lower())
         return values[0] if values else None
 

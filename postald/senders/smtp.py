@@ -414,7 +414,9 @@ class SMTPSender(Sender):
         return f"{token}@{self.config.dns.return_path_domain}"
 
     def data_for(self, message, mail_from: str) -> bytes:
-        raw = _CRLF.sub(b"\r\n", message.raw_message() or b"")
+        raw = message.raw_message() or b""
+        if raw.count(b"\n") != raw.count(b"\r\n"):  # bare LFs become CRLF
+            raw = _CRLF.sub(b"\r\n", raw)
         if self.config.postal.use_resent_sender_header and mail_from:
             raw = f"Resent-Sender: {mail_from}\r\n".encode() + raw
         return raw
