@@ -925,12 +925,16 @@ class MessageDB:
                 added = sum(len(h) + len(b or b"") for _, (h, b) in raws)
                 conn.execute(_GROW_RAW_TABLE, {"raw_name": name, "added": added})
             delivery_ids = conn.execute(_INSERT_DELIVERIES, rows).scalars().all()
-            by_columns: dict[tuple[str, ...], list[dict]] = {}
+            by_columns: dict[tuple[str, ...], list[tuple[int, dict]]] = {}
             for request, values in zip(requests, updates):
-                parameters = {"b_id": request["message_id"], **{f"v_{k}": v for k, v in values.items()}}
-                by_columns.setdefault(tuple(sorted(values)), []).append(parameters)
-            for columns, parameters in by_columns.items():
-                conn.execute(_update_message(columns), parameters)
+                by_columns.setdefault(tuple(sorted(values)), []).append((request["message_id"], values))
+            for columns, group in by_columns.items():
+                if len(group) == 1:
+                    message_id, values = group[0]
+                    conn.execute(_update_message(columns),
+                                 {"b_id": message_id, **{f"v_{k}": v for k, v in values.items()}})
+                else:
+                    conn.execute(_update_messages_together(columns, group))
             for counter, amount in counters.items():
                 self._increment_stats(conn, counter, timestamp, amount=amount)
             for type_, amount in live.items():
@@ -1225,6 +1229,22 @@ _BUMP_LIVE_STATS = (
         (live_stats.c.timestamp, bindparam("b_timestamp")),
     )
 )
+
+
+def _update_messages_together(columns: tuple[str, ...], group: list[tuple[int, dict]]):
+    """One UPDATE giving several messages their own values of ``columns``: a value
+    they all share is set as it is, the others through ``CASE id WHEN ...``."""
+    first = group[0][1]
+    assignments = {}
+    for column in columns:
+        if all(values[column] == first[column] for _, values in group):
+            assignments[column] = first[column]
+        else:
+            kind = messages.c[column].type
+            assignments[column] = case(
+                {message_id: bindparam(None, values[column], type_=kind) for message_id, values in group},
+                value=messages.c.id, else_=messages.c[column])
+    return update(messages).where(messages.c.id.in_([message_id for message_id, _ in group])).values(assignments)
 
 
 @functools.lru_cache(maxsize=256)

@@ -269,10 +269,11 @@ def test_a_batch_records_its_sent_messages_together(sending, worker, sink, monke
     deliveries = [sending.deliveries(message.id) for message in messages]
     assert [[d["status"] for d in found] for found in deliveries] == [["Sent"]] * 7
     assert len({found[0]["timestamp"] for found in deliveries}) == 1  # one transaction
-    for message in messages:
+    for number, message in enumerate(messages):
         stored = sending.message(message.id)
         assert stored.status == "Sent" and stored.held == 0
         assert stored.raw_message().startswith(b"DKIM-Signature:")  # the signed message replaced the original
+        assert f"Subject: Together {number}\r\n".encode() in stored.raw_message()  # its own, not another's
         assert int(stored.size) == len(stored.raw_message())
     assert sending.message_db.live_stats_total(1, types=("outgoing",)) == 7
 
