@@ -35,7 +35,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     bindparam,
     case,
     delete,
@@ -709,25 +708,12 @@ class MessageDB:
         When this returns the message and its queue entry are committed: the
         caller may acknowledge it.
         """
-        timestamp = now()
-        values, headers_raw, body_raw, headers = _new_message_values(
-            timestamp, raw, scope=scope, rcpt_to=rcpt_to, mail_from=mail_from, route_id=route_id,
+        [message] = self.insert_messages([dict(
+            scope=scope, rcpt_to=rcpt_to, mail_from=mail_from, raw=raw, queue=queue, route_id=route_id,
             domain_id=domain_id, credential_id=credential_id, endpoint_id=endpoint_id,
             endpoint_type=endpoint_type, bounce=bounce, bounce_for_id=bounce_for_id, tag=tag,
-            received_with_ssl=received_with_ssl, status=status)
-        with self.engine.begin() as conn:
-            name, headers_id, body_id = self._store_raw(conn, timestamp, headers_raw, body_raw)
-            values.update(raw_table=name, raw_headers_id=headers_id, raw_body_id=body_id)
-            result = conn.execute(insert(messages).values(**values))
-            values["id"] = result.inserted_primary_key[0]
-            self._increment_stats(conn, scope, timestamp)
-        message = Message(self, _complete_row(values))
-        message._headers_raw, message._body_raw, message._headers = headers_raw, body_raw, headers
-
-        with self.database.unit_of_work() as session:
-            _increment_global_statistics(session, scope)
-            if queue:
-                session.add(self.queued_message_for(message, ip_address_id=ip_address_id, manual=manual))
+            received_with_ssl=received_with_ssl, ip_address_id=ip_address_id, manual=manual, status=status,
+        )])
         return message
 
     def insert_messages(self, items: list[dict]) -> list[Message]:
@@ -1279,31 +1265,10 @@ def _stats_increment(period: str, counter: str):
 
 
 def _increment_global_statistics_core(conn: Connection, scope: str, amount: int = 1) -> None:
-    """:func:`_increment_global_statistics` on a Core connection to the main database."""
+    """Count ``amount`` more messages of ``scope`` in the installation's statistics row."""
     column = "total_incoming" if scope == "incoming" else "total_outgoing"
     statements = _GLOBAL_STATISTICS_MYSQL if is_mysql(conn.engine) else _GLOBAL_STATISTICS_SQLITE
     if not conn.execute(statements[column], {"n": int(amount)}).rowcount:
         conn.execute(insert(Statistic.__table__).values(
             total_messages=amount, total_outgoing=amount * int(scope != "incoming"),
             total_incoming=amount * int(scope == "incoming")))
-
-
-def _increment_global_statistics(session, scope: str, amount: int = 1) -> None:
-    column = "total_incoming" if scope == "incoming" else "total_outgoing"
-    changed = session.execute(
-        update(Statistic)
-        .where(Statistic.id == select(func.min(Statistic.id)).scalar_subquery())
-        .values({"total_messages": Statistic.total_messages + amount, column: getattr(Statistic, column) + amount})
-        .execution_options(synchronize_session=False)
-    ).rowcount if not is_mysql(session.get_bind()) else _increment_global_statistics_mysql(session, column, amount)
-    if not changed:
-        session.add(Statistic(total_messages=amount, total_outgoing=amount * int(scope != "incoming"),
-                              total_incoming=amount * int(scope == "incoming")))
-
-
-def _increment_global_statistics_mysql(session, column: str, amount: int = 1) -> int:
-    # MariaDB refuses a subquery on the table being updated; the single row is the first one.
-    return session.execute(
-        text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n ORDER BY id LIMIT 1"),
-        {"n": int(amount)},
-    ).rowcount
