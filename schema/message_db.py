@@ -1033,7 +1033,7 @@ class MessageDB:
                     suppressions.c.type == type_, suppressions.c.address.in_(wanted[start:start + 500]),
                     suppressions.c.keep_until >= now(),
                 )).mappings()
-                found.update((row["address"], dict(row)) for row in rows)
+                found.update(((row["address"] or "").lower(), dict(row)) for row in rows)
         return found
 
     def suppression_get(self, type_: str, address: str) -> dict | None:

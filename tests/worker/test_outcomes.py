@@ -307,3 +307,21 @@ def test_a_full_buffer_of_sent_messages_is_recorded_before_the_batch_ends(sendin
     assert len(set(timestamps[0:3])) == 1 and len(set(timestamps[3:6])) == 1
     assert len(set(timestamps)) == 3
     assert sending.queued() == []
+
+
+def test_a_suppressed_recipient_in_a_batch_is_held_and_the_others_are_sent(sending, worker, sink, database):
+    from postald.processing import preload
+    from postald.processing.base import BatchState
+    from tests.worker.conftest import RECIPIENT_DOMAIN
+
+    sending.message_db.suppression_add("recipient", f"Blocked@{RECIPIENT_DOMAIN}", reason="bounced before")
+    queued = [sending.queue(rcpt_to=f"{local}@{RECIPIENT_DOMAIN}", subject=f"Suppression {local}")
+              for local in ("first", "BLOCKED", "second")]
+    state = BatchState()
+    preload(database, sending.queued(), state)  # what a batch of these three reads ahead
+    assert set(state.cache[("suppressions", sending.server_id, "recipient")]) == {f"blocked@{RECIPIENT_DOMAIN}"}
+    drain(worker)
+    statuses = [[d["status"] for d in sending.deliveries(m.id)] for m in queued]
+    assert statuses == [["Sent"], ["Held"], ["Sent"]]
+    assert "is on the suppression list (reason: bounced before)" in sending.deliveries(queued[1].id)[0]["details"]
+    assert sorted(m.rcpt_tos[0] for m in sink.wait_for(2)) == [f"first@{RECIPIENT_DOMAIN}", f"second@{RECIPIENT_DOMAIN}"]
