@@ -6,8 +6,9 @@ keeper, as threads (greenlets once gevent has patched the process):
 * a work loop claims the next batch of queued messages
   (:func:`postald.queue.claim_batch`), processes it, then gives the webhook
   job its turn; when neither found work it sleeps ``worker.poll_interval``
-  seconds, or less: a message queued in this process
-  (:func:`postald.wakeup.notify_queued`) wakes the loops at once;
+  seconds, or less: a message queued in this process or in another process
+  of the installation on this host (:func:`postald.wakeup.notify_queued`)
+  wakes a loop at once;
 * the tasks loop runs the scheduled tasks every minute in the one worker that
   holds the ``tasks`` role;
 * the lock keeper renews the locks this worker holds and releases locks that
@@ -86,6 +87,7 @@ class WorkerRole:
         self._lockers_lock = threading.Lock()
         self._eligible_ips: tuple[float, list[int]] | None = None
         self._holds_tasks_role = False
+        self._wakeup_listener: wakeup.Listener | None = None
         #: (until when, requests_queued() then) after a look at the webhook queue found nothing.
         self._webhooks_idle: tuple[float, int] | None = None
 
@@ -95,6 +97,9 @@ class WorkerRole:
         self._stopping.clear()
         self._doorbell = Doorbell(max(1, int(self.config.worker.threads)))
         wakeup.subscribe(self.wake)
+        directory = wakeup.directory_for(self.config)
+        wakeup.use_directory(directory)
+        self._wakeup_listener = wakeup.Listener(directory, self.wake)  # woken by other processes
         if self.health and self.health_server is None:
             from postald.health import start_health_server
 
@@ -115,6 +120,9 @@ class WorkerRole:
         self._stopping.set()
         self._doorbell.close()
         wakeup.unsubscribe(self.wake)
+        if self._wakeup_listener is not None:
+            self._wakeup_listener.close()
+            self._wakeup_listener = None
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -24,7 +24,7 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
-from postald import health
+from postald import health, wakeup
 
 log = logging.getLogger("pyramid_app.server")
 
@@ -117,6 +117,7 @@ def run(config) -> None:
     from schema.session import Database
 
     database = Database(config)
+    wakeup.use_directory(wakeup.directory_for(config))  # messages sent through the API wake the workers
     host, port = listen_address(config)
     stop_requested = threading.Event()
     web = None

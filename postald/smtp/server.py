@@ -42,7 +42,7 @@ import gevent.pool
 import gevent.server
 from gevent import ssl as gevent_ssl
 
-from postald import metrics
+from postald import metrics, wakeup
 from postald.health import start_health_server
 from postald.smtp import replies
 from postald.smtp.backend import DatabaseBackend
@@ -147,6 +147,7 @@ class SMTPServerRole:
         return self.servers[1].server_port if len(self.servers) > 1 else None
 
     def start(self) -> None:
+        wakeup.use_directory(wakeup.directory_for(self.config))  # wake workers in other processes too
         self.tls_context = self._load_tls_context()
         self.settings = SessionSettings.from_config(self.config, tls_available=self.tls_context is not None)
         if self._backend is None:

@@ -180,3 +180,30 @@ def test_a_killed_worker_loses_nothing(shared, tmp_path):
     # waiting to be recorded together plus the one in flight.
     assert len(received) - len(expected) <= THREADS * (SENT_BUFFER_SIZE + 1)
     assert orphaned >= 0
+
+
+def test_a_worker_process_is_woken_by_a_message_queued_in_another_process(shared, tmp_path):
+    from postald import wakeup
+
+    environ, database, sink = shared
+    environ = {**environ, "WORKER_POLL_INTERVAL": "120"}  # only a wake-up can explain a delivery
+    directory = wakeup.directory_for(load(path=None, environ=environ))
+    process, _ = start_worker(environ, tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 60
+        while not (os.path.isdir(directory)
+                   and any(name.startswith(f"{process.pid}-") for name in os.listdir(directory))):
+            assert time.monotonic() < deadline, "the worker never listened for wake-ups"
+            assert process.poll() is None
+            time.sleep(0.05)
+        time.sleep(2)  # its work loops have looked at the empty queue and gone to sleep
+        expected = queue_messages(database, 1)
+        wakeup.use_directory(directory)
+        wakeup.notify_queued()
+        received = sink.wait_for(1, timeout=30)
+        assert [m.rcpt_tos[0] for m in received] == sorted(expected)
+    finally:
+        wakeup.use_directory(None)
+        stop(process)
+    assert process.returncode == 0
+    assert not any(name.startswith(f"{process.pid}-") for name in os.listdir(directory))  # removed at stop
