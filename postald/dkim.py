@@ -76,7 +76,23 @@ def _rsa_sign(pem: bytes, digest: bytes) -> bytes:
 
 
 def body_hash(body: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(Relaxed.canonicalize_body(body)).digest()).decode()
+    return base64.b64encode(hashlib.sha256(relaxed_body(body)).digest()).decode()
+
+
+def relaxed_body(body: bytes) -> bytes:
+    """The "relaxed" canonical body (RFC 6376 3.4.4), as dkimpy computes it.
+
+    Most bodies have plain CRLF lines with no tabs, no runs of spaces and no
+    spaces before a line end: for them only the empty lines at the end go,
+    found without dkimpy's four passes of regular expressions over the body.
+    """
+    if (b"\t" in body or b"  " in body or b" \r\n" in body or body.endswith(b" ")
+            or not body.count(b"\n") == body.count(b"\r\n") == body.count(b"\r")):
+        return Relaxed.canonicalize_body(body)
+    end = len(body)
+    while body.endswith(b"\r\n", 0, end):
+        end -= 2
+    return body[:end] + b"\r\n" if end else b""
 
 
 def _signed_header_names(headers: list[tuple[bytes, bytes]]) -> list[str]:
