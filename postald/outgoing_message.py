@@ -141,8 +141,8 @@ def strip_address(value: str | None) -> str:
     return _COMMENT.sub("", text).strip()
 
 
-def authenticated_domain_for_address(session, server, address: str | None):
-    """The verified domain that lets ``server`` send as ``address``, or None.
+def authenticated_domain_for_address(session, server, address: str | None) -> int | None:
+    """The id of the verified domain that lets ``server`` send as ``address``, or None.
 
     The address is split at its *first* ``@``: ``a@x.com, b@y.com`` has the
     domain ``x.com, b@y.com``, which no domain is named, so only a server's
@@ -154,12 +154,12 @@ def authenticated_domain_for_address(session, server, address: str | None):
         return None
     if "@" in domain:
         domain = domain.replace("@", "%")  # never a domain name; keeps the use-for-any fallback
-    return domain_service.find_authenticated_domain(session, server, f"{local}@{domain}")
+    return domain_service.find_authenticated_domain_id(session, server, f"{local}@{domain}")
 
 
 def authorised_domain(session, server, from_values: Iterable[str | None], sender_values: Iterable[str | None] = ()):
-    """The domain authorising a message: every From value must be authorised (the first
-    one's domain is used); failing that, every Sender value when the server allows it."""
+    """The id of the domain authorising a message: every From value must be authorised (the
+    first one's domain is used); failing that, every Sender value when the server allows it."""
     candidates = [list(from_values)]
     if server.allow_sender:
         candidates.append(list(sender_values))
@@ -322,7 +322,7 @@ class OutgoingMessagePrototype:
         return result
 
     def domain(self, session):
-        """The verified domain authorising the From (or Sender) address, or None."""
+        """The id of the verified domain authorising the From (or Sender) address, or None."""
         if self._domain is None:
             self._domain = authorised_domain(session, self.server, [self.from_], [self.sender])
         return self._domain
@@ -428,7 +428,7 @@ class OutgoingMessagePrototype:
         mail_from = strip_address(self.from_)
         return store_all(
             self.database, self.server, [(address, mail_from) for address in addresses], self.raw_message(),
-            domain_id=self._domain.id if self._domain is not None else None,
+            domain_id=self._domain,
             credential_id=self.credential_id, bounce=self.bounce, tag=self.tag)
 
     def create_messages(self) -> dict[str, dict]:
@@ -587,7 +587,7 @@ class RawSubmission:
         if domain is None:
             raise SubmissionError("UnauthenticatedFromAddress")
         stored = store_all(self.database, self.server, [(address, self.mail_from) for address in self.recipients()],
-                           self.raw, domain_id=domain.id, credential_id=self.credential_id, bounce=self.bounce)
+                           self.raw, domain_id=domain, credential_id=self.credential_id, bounce=self.bounce)
         if stored:
             wakeup.notify_queued()
         return {"message_id": stored[0].message_id if stored else None, "messages": messages_map(stored)}

@@ -172,7 +172,7 @@ def describe(config, domain: Domain) -> dict:
 # -- authenticated sending domains ----------------------------------------------
 
 def authenticated_domain_name(address: str | None) -> str | None:
-    """The lower-cased domain part of ``address`` that :func:`find_authenticated_domain` looks for."""
+    """The lower-cased domain part of ``address`` that :func:`find_authenticated_domain_id` looks for."""
     name = (address or "").rpartition("@")[2].strip().lower().rstrip(">")
     return name or None
 
@@ -210,8 +210,8 @@ def choose_authenticated_domain(rows):
     return None
 
 
-def find_authenticated_domain(session, server: Server, address: str) -> Domain | None:
-    """The verified domain that authenticates ``address`` for outgoing mail from ``server``.
+def find_authenticated_domain_id(session, server: Server, address: str) -> int | None:
+    """The id of the verified domain that authenticates ``address`` for outgoing mail from ``server``.
 
     A domain of the same name owned by the server, else by its organization;
     failing both, a verified server domain marked ``use_for_any`` (by name).
@@ -219,9 +219,9 @@ def find_authenticated_domain(session, server: Server, address: str) -> Domain |
     name = authenticated_domain_name(address)
     if name is None:
         return None
-    rows = session.execute(authenticating_domains((Domain,), name, server.id, server.organization_id)).all()
+    rows = session.execute(authenticating_domains((Domain.id,), name, server.id, server.organization_id)).all()
     chosen = choose_authenticated_domain(rows)
-    return chosen.Domain if chosen is not None else None
+    return chosen.id if chosen is not None else None
 
 
 def find_incoming_domain(session, name: str) -> list[Domain]:

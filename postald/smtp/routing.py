@@ -235,7 +235,7 @@ _AUTHENTICATING_DOMAINS = PreparedSelect(
 def authenticating_domain_id(connection, credential: Credential, name: str) -> int | None:
     """The id of the verified domain that lets ``credential``'s server send from
     the domain ``name`` (lower-cased), with the priority of
-    :func:`postald.services.domains.find_authenticated_domain`; one query."""
+    :func:`postald.services.domains.find_authenticated_domain_id`; one query."""
     rows = _AUTHENTICATING_DOMAINS.rows(connection, name=name, server_id=credential.server_id,
                                         organization_id=credential.organization_id)
     chosen = domain_service.choose_authenticated_domain(rows)
