@@ -944,6 +944,12 @@ class MessageDB:
         if counter not in STATS_COUNTERS:
             raise ValueError(f"unknown statistics counter {counter!r}")
         moment = dt.datetime.fromtimestamp(timestamp or now(), dt.timezone.utc)
+        if is_mysql(conn.engine):
+            # All four periods in one statement when their rows exist (the usual case):
+            # the join has one row then, and none when any is missing.
+            parameters = {f"start_{period}": _period_start(moment, period) for period in STATS_TABLES}
+            if conn.execute(_stats_increment_together(counter), {**parameters, "amount": amount}).rowcount:
+                return
         for period, table in STATS_TABLES.items():
             start = _period_start(moment, period)
             statement = _stats_increment(period, counter)
@@ -1262,6 +1268,17 @@ def _stats_increment(period: str, counter: str):
     table = STATS_TABLES[period]
     return (update(table).where(table.c.time == bindparam("period_start"))
             .values({counter: table.c[counter] + bindparam("amount")}))
+
+
+@functools.lru_cache(maxsize=None)
+def _stats_increment_together(counter: str):
+    """MariaDB's multi-table UPDATE of ``counter`` in every period's row (parameters
+    ``start_<period>`` and ``amount``); it changes nothing unless all the rows exist."""
+    names = list(STATS_TABLES)
+    tables = ", ".join(f"stats_{period}" for period in names)
+    assignments = ", ".join(f"stats_{period}.{counter} = stats_{period}.{counter} + :amount" for period in names)
+    conditions = " AND ".join(f"stats_{period}.time = :start_{period}" for period in names)
+    return text(f"UPDATE {tables} SET {assignments} WHERE {conditions}")
 
 
 def _increment_global_statistics_core(conn: Connection, scope: str, amount: int = 1) -> None:

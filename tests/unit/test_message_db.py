@@ -125,3 +125,18 @@ def test_message_database_is_dropped_when_server_destroyed(database):
     with database.unit_of_work() as session:
         servers.destroy(session, database, servers.get(session, server_id))
     assert not database.message_db(server_id).exists()
+
+
+def test_statistics_count_every_period_whether_or_not_its_row_exists(database):
+    db = database.message_db(make_server(database))
+    moment = 1_790_000_000.0  # some hour of some day
+    db.increment_stat("incoming", moment)  # creates every period's row
+    db.increment_stat("incoming", moment + 1)  # all rows exist: counted together
+    next_hour = moment + 3600  # the same day: only the hourly row is new
+    db.increment_stat("incoming", next_hour)
+    db.increment_stat("outgoing", next_hour)
+    hourly = {row["time"]: row for row in db.statistics("hourly", 0)}
+    assert [(row["incoming"], row["outgoing"]) for _, row in sorted(hourly.items())] == [(2, 0), (1, 1)]
+    for period in ("daily", "monthly", "yearly"):
+        [row] = db.statistics(period, 0)
+        assert (row["incoming"], row["outgoing"]) == (3, 1), period
