@@ -20,16 +20,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import DBAPIError
 
 from postald import outgoing_message
 from postald.outgoing_message import OutgoingMessagePrototype, RawSubmission, SubmissionError, blank, truthy
-from postald.services import credentials as credential_service
+from postald.services.prepared import PreparedSelect
 from pyramid_app.api import envelope, message_data
 from pyramid_app.api.envelope import ApiError, ParameterError
 from pyramid_app.api.params import read_parameters
-from schema.main import Credential, Server, utcnow
+from schema.main import Credential, Organization, Server, utcnow
 
 log = logging.getLogger("pyramid_app.api")
 
@@ -40,6 +40,35 @@ MAX_ID = 2**63 - 1
 LAST_USED_RESOLUTION = dt.timedelta(seconds=10)
 
 
+@dataclass(frozen=True)
+class ApiServer:
+    """What an API call uses of its server, read with the key in one query."""
+
+    id: int
+    organization_id: int | None
+    allow_sender: bool
+    ip_pool_id: int | None
+    privacy_mode: bool
+
+
+@dataclass(frozen=True)
+class ApiCredential:
+    id: int
+    last_used_at: dt.datetime | None
+
+
+#: The API credentials with a key, their (not deleted) servers and organizations.
+_API_KEY = PreparedSelect(
+    select(Credential.id, Credential.key, Credential.last_used_at, Server.id.label("server_id"),
+           Server.organization_id, Server.allow_sender, Server.ip_pool_id, Server.privacy_mode,
+           Server.suspended_at, Organization.suspended_at.label("organization_suspended_at"))
+    .join(Server, Server.id == Credential.server_id)
+    .outerjoin(Organization, Organization.id == Server.organization_id)
+    .where(Credential.type == "API", Credential.key == bindparam("key"), Server.deleted_at.is_(None)),
+    "ApiKey",
+)
+
+
 @dataclass
 class Call:
     """One authenticated API request."""
@@ -47,8 +76,8 @@ class Call:
     request: Any
     config: Any
     database: Any
-    server: Server
-    credential: Credential
+    server: ApiServer
+    credential: ApiCredential
     params: dict
 
     @property
@@ -121,35 +150,39 @@ def _trusted(address: str, networks: list) -> bool:
 
 # -- authentication -------------------------------------------------------------------
 
-def authenticate(database, key: str | None) -> tuple[Server, Credential]:
+def authenticate(database, key: str | None) -> tuple[ApiServer, ApiCredential]:
     """The server and API credential of ``key``; records the credential's use.
 
-    The key is looked up in the database, then compared case-sensitively in
-    constant time (MariaDB's collation would match any case).  ``last_used_at``
-    is written at most every ``LAST_USED_RESOLUTION`` so that a busy key does
-    not cost a write per request.
+    The key is looked up in the database (one query, on the driver), then
+    compared case-sensitively in constant time (MariaDB's collation would match
+    any case).  ``last_used_at`` is written at most every
+    ``LAST_USED_RESOLUTION`` so that a busy key does not cost a write per
+    request.
     """
     if blank(key):
         raise ApiError("AccessDenied", "Must be authenticated as a server.")
-    with database.unit_of_work() as session:
-        rows = session.execute(
-            select(Credential, Server)
-            .join(Server, Server.id == Credential.server_id)
-            .where(Credential.type == "API", Credential.key == key)
-            .options(joinedload(Server.organization))
-        ).all()
-        found = next(((c, s) for c, s in rows if hmac.compare_digest(c.key.encode(), key.encode())), None)
-        if found is None or found[1].deleted_at is not None:
-            raise ApiError("InvalidServerAPIKey", "The API token provided in X-Server-API-Key was not valid.", token=key)
-        credential, server = found
-        if server.suspended:
-            raise ApiError("ServerSuspended")
-        now = utcnow()
-        if credential.last_used_at is None or now - credential.last_used_at >= LAST_USED_RESOLUTION:
-            credential_service.use(credential)
-        session.flush()
-        session.expunge_all()
-    return server, credential
+    for attempt in (1, 2):
+        try:
+            with database.engine.connect() as connection:
+                rows = _API_KEY.rows(connection, key=key)
+            break
+        except DBAPIError as exc:  # a pooled connection found dead: once more on a fresh one
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    found = next((row for row in rows if hmac.compare_digest(row.key.encode(), key.encode())), None)
+    if found is None:
+        raise ApiError("InvalidServerAPIKey", "The API token provided in X-Server-API-Key was not valid.", token=key)
+    if found.suspended_at is not None or found.organization_suspended_at is not None:
+        raise ApiError("ServerSuspended")
+    now = utcnow()
+    last_used_at = found.last_used_at
+    if last_used_at is None or now - last_used_at >= LAST_USED_RESOLUTION:
+        with database.engine.begin() as connection:
+            connection.execute(update(Credential).where(Credential.id == found.id).values(last_used_at=now))
+        last_used_at = now
+    server = ApiServer(found.server_id, found.organization_id, bool(found.allow_sender), found.ip_pool_id,
+                       bool(found.privacy_mode))
+    return server, ApiCredential(found.id, last_used_at)
 
 
 # -- the action wrapper ---------------------------------------------------------------
