@@ -179,15 +179,6 @@ def _claim(database, locker: str, batch: bool, ip_address_ids: Iterable[int] | N
     return rows
 
 
-def locked_by(database, locker: str) -> list[QueuedMessage]:
-    with database.unit_of_work() as session:
-        rows = list(session.scalars(
-            select(QueuedMessage).where(QueuedMessage.locked_by == locker).order_by(QueuedMessage.id)
-        ))
-        session.expunge_all()
-    return rows
-
-
 def unlock(database, queued_ids: Iterable[int], locker: str | None = None) -> int:
     """Give rows back to the queue (only those still held by ``locker`` when given)."""
     ids = list(queued_ids)

@@ -36,10 +36,10 @@ DELIVERY_EVENTS = {
 }
 
 SUBJECT_LIMIT = 200
+TEXT_LIMIT = 250
 
 #: How many times this process has queued webhook requests (see :func:`requests_queued`).
 _queued_here = 0
-TEXT_LIMIT = 250
 
 
 def dump_payload(payload: Any) -> str:

@@ -435,13 +435,17 @@ class Message:
             self._headers = parse_headers(self.raw_headers or b"")
         return self._headers
 
-    def header(self, name: str) -> str | None:
-        """The first value of a header, or None."""
+    def header_values(self, name: str) -> list[str]:
+        """Every value of a header, in message order."""
         if self._headers is None:
             raw = self.raw_headers
             if raw is not None and name.lower().encode() not in raw.lower():
-                return None  # not there: no need to parse the headers
-        values = self.headers().get(name.lower())
+                return []  # not there: no need to parse the headers
+        return self.headers().get(name.lower()) or []
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, or None."""
+        values = self.header_values(name)
         return values[0] if values else None
 
     def email_message(self):
@@ -600,15 +604,18 @@ class MessageDB:
                 ids[i] = self._write_chunks(conn, table, part)
         return ids
 
-    def _store_raw(self, conn: Connection, timestamp: float, headers: bytes, body: bytes | None) -> tuple[str, int, int]:
+    def _store_raws(self, conn: Connection, timestamp: float,
+                    raws: list[tuple[bytes, bytes | None]]) -> list[dict[str, Any]]:
+        """Store raw messages (headers, body) in the day's raw table; for each, the
+        message row's ``raw_table``, ``raw_headers_id`` and ``raw_body_id``."""
         name = raw_table_name_for(timestamp)
         table = self._ensure_raw_table(conn, name)
-        headers_id, body_id = self._write_parts(conn, table, [headers, body])
-        conn.execute(_GROW_RAW_TABLE, {"raw_name": name, "added": len(headers) + len(body or b"")})
-        return name, headers_id, body_id
-
-    def read_raw(self, table_name: str, row_id: int) -> bytes | None:
-        return self.read_raw_parts(table_name, [row_id])[0]
+        ids = self._write_parts(conn, table, [headers for headers, _ in raws] + [body for _, body in raws])
+        conn.execute(_GROW_RAW_TABLE, {"raw_name": name,
+                                       "added": sum(len(headers) + len(body or b"") for headers, body in raws)})
+        count = len(raws)
+        return [{"raw_table": name, "raw_headers_id": ids[position], "raw_body_id": ids[count + position]}
+                for position in range(count)]
 
     def read_raw_parts(self, table_name: str, row_ids: list[int]) -> list[bytes | None]:
         """Read several raw parts (each a chain of chunks from its first row id) over one connection:
@@ -669,13 +676,8 @@ class MessageDB:
 
     def replace_raw(self, message: Message, headers: bytes, body: bytes | None) -> None:
         with self.engine.begin() as conn:
-            name, headers_id, body_id = self._store_raw(conn, now(), headers, body)
-            values = {
-                "raw_table": name,
-                "raw_headers_id": headers_id,
-                "raw_body_id": body_id,
-                "size": str(raw_size(headers, body)),
-            }
+            [values] = self._store_raws(conn, now(), [(headers, body)])
+            values["size"] = str(raw_size(headers, body))
             conn.execute(update(messages).where(messages.c.id == message.row["id"]).values(**values))
         message.row.update(values)
         message._headers_raw, message._body_raw, message._headers = headers, body, None
@@ -738,20 +740,14 @@ class MessageDB:
         for values, *_ in prepared:
             scopes[values["scope"]] = scopes.get(values["scope"], 0) + 1
         with self.engine.begin() as conn:
-            name = raw_table_name_for(timestamp)
-            table = self._ensure_raw_table(conn, name)
-            part_ids = self._write_parts(conn, table, [headers_raw for _, headers_raw, *_ in prepared]
-                                         + [body_raw for _, _, body_raw, *_ in prepared])
-            count = len(prepared)
-            stored_bytes = 0
-            for position, (values, headers_raw, body_raw, _headers, _options) in enumerate(prepared):
-                stored_bytes += len(headers_raw) + len(body_raw or b"")
-                values.update(raw_table=name, raw_headers_id=part_ids[position], raw_body_id=part_ids[count + position])
+            stored = self._store_raws(conn, timestamp, [(headers_raw, body_raw)
+                                                        for _, headers_raw, body_raw, *_ in prepared])
             rows = [values for values, *_ in prepared]
+            for values, raw_values in zip(rows, stored):
+                values.update(raw_values)
             ids = conn.execute(_INSERT_MESSAGES, rows).scalars().all()
             for values, message_id in zip(rows, ids):
                 values["id"] = message_id
-            conn.execute(_GROW_RAW_TABLE, {"raw_name": name, "added": stored_bytes})
             for scope, amount in scopes.items():
                 self._increment_stats(conn, scope, timestamp, amount=amount)
         created = []
@@ -764,7 +760,7 @@ class MessageDB:
         try:
             with self.database.engine.begin() as conn:
                 for scope, amount in scopes.items():
-                    _increment_global_statistics_core(conn, scope, amount)
+                    _increment_global_statistics(conn, scope, amount)
                 if queued:
                     conn.execute(_INSERT_QUEUED, queued)
         except BaseException:
@@ -900,16 +896,10 @@ class MessageDB:
         raw_values: dict[int, dict] = {}
         with self.engine.begin() as conn:
             if raws:
-                name = raw_table_name_for(timestamp)
-                table = self._ensure_raw_table(conn, name)
-                ids = self._write_parts(conn, table, [h for _, (h, _b) in raws] + [b for _, (_h, b) in raws])
-                for position, (index, (headers, body)) in enumerate(raws):
-                    raw_values[index] = {"raw_table": name, "raw_headers_id": ids[position],
-                                         "raw_body_id": ids[len(raws) + position],
-                                         "size": str(raw_size(headers, body))}
+                stored = self._store_raws(conn, timestamp, [raw for _, raw in raws])
+                for (index, (headers, body)), values in zip(raws, stored):
+                    raw_values[index] = {**values, "size": str(raw_size(headers, body))}
                     updates[index].update(raw_values[index])
-                added = sum(len(h) + len(b or b"") for _, (h, b) in raws)
-                conn.execute(_GROW_RAW_TABLE, {"raw_name": name, "added": added})
             delivery_ids = conn.execute(_INSERT_DELIVERIES, rows).scalars().all()
             by_columns: dict[tuple[str, ...], list[tuple[int, dict]]] = {}
             for request, values in zip(requests, updates):
@@ -1244,6 +1234,8 @@ def _update_message(columns: tuple[str, ...]):
     """UPDATE of these columns of one message (parameters: ``b_id`` and ``v_`` + each column)."""
     return (update(messages).where(messages.c.id == bindparam("b_id"))
             .values({column: bindparam(f"v_{column}") for column in columns}))
+
+
 _GLOBAL_STATISTICS_SQLITE = {
     column: text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
                  "WHERE id = (SELECT MIN(id) FROM statistics)")
@@ -1281,7 +1273,7 @@ def _stats_increment_together(counter: str):
     return text(f"UPDATE {tables} SET {assignments} WHERE {conditions}")
 
 
-def _increment_global_statistics_core(conn: Connection, scope: str, amount: int = 1) -> None:
+def _increment_global_statistics(conn: Connection, scope: str, amount: int = 1) -> None:
     """Count ``amount`` more messages of ``scope`` in the installation's statistics row."""
     column = "total_incoming" if scope == "incoming" else "total_outgoing"
     statements = _GLOBAL_STATISTICS_MYSQL if is_mysql(conn.engine) else _GLOBAL_STATISTICS_SQLITE

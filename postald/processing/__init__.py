@@ -113,15 +113,12 @@ def _fail_after_maximum_attempts(job: Job, maximum: int) -> None:
     job.finish()
 
 
-def server_suspended(session, server: Server | None, state: BatchState | None = None) -> bool:
+def server_suspended(session, server: Server | None, state: BatchState) -> bool:
     if server is None:
         return False
     if server.suspended_at is not None:
         return True
-    if not server.organization_id:
-        return False
-    organization = (state.get(session, Organization, server.organization_id) if state is not None
-                    else session.get(Organization, server.organization_id))
+    organization = state.get(session, Organization, server.organization_id) if server.organization_id else None
     return organization is not None and organization.suspended_at is not None
 
 

@@ -148,9 +148,8 @@ class SentBuffer:
     @staticmethod
     def _record_alone(job: "Job", request: dict, sent_with_ssl: bool | None) -> None:
         try:
-            status = request["status"]
-            job.add_delivery(status, request["details"], output=request["output"], sent_with_ssl=sent_with_ssl,
-                             log_id=request["log_id"], time=request["time_taken"])
+            job.add_delivery(request["status"], request["details"], output=request["output"],
+                             sent_with_ssl=sent_with_ssl, log_id=request["log_id"], time=request["time_taken"])
             job.finish()
         except Exception:
             # The database itself is failing: leave the row locked; stale-lock recovery will release it.
@@ -296,17 +295,16 @@ class Job:
         ``pending_live_stats``) is written in its transaction.
         """
         request = self.delivery_request(status, details, output, sent_with_ssl, log_id, time)
-        if not self.request_has_extras(request):
+        try:
             delivery = retry_transaction(lambda: self.message_db.add_delivery(**request))
-        else:
-            try:
-                delivery = retry_transaction(lambda: self.message_db.add_delivery(**request))
-            except Exception as exc:
-                # What rides along must never cost the delivery its record (a delivered
-                # message recorded as an error would be sent again): record it alone.
-                self.log("delivery.bookkeeping_failed", error=f"{type(exc).__name__}: {exc}")
-                alone = self.delivery_request(status, details, output, sent_with_ssl, log_id, time, extras=False)
-                delivery = retry_transaction(lambda: self.message_db.add_delivery(**alone))
+        except Exception as exc:
+            alone = self.delivery_request(status, details, output, sent_with_ssl, log_id, time, extras=False)
+            if alone == request:
+                raise
+            # What rides along must never cost the delivery its record (a delivered
+            # message recorded as an error would be sent again): record it alone.
+            self.log("delivery.bookkeeping_failed", error=f"{type(exc).__name__}: {exc}")
+            delivery = retry_transaction(lambda: self.message_db.add_delivery(**alone))
         self.delivered(delivery, sent_with_ssl)
         return delivery
 
@@ -318,13 +316,11 @@ class Job:
                    "sent_with_ssl": bool(sent_with_ssl), "log_id": log_id,
                    "time_taken": None if time is None else round(float(time), 2)}
         if extras:
-            request.update(message_values=self.pending_values or None, raw=self.unsaved_raw,
-                           live_stats=self.pending_live_stats)
+            for name, value in (("message_values", self.pending_values or None), ("raw", self.unsaved_raw),
+                                ("live_stats", self.pending_live_stats)):
+                if value is not None:
+                    request[name] = value
         return request
-
-    @staticmethod
-    def request_has_extras(request: dict) -> bool:
-        return any(request.get(name) is not None for name in ("message_values", "raw", "live_stats"))
 
     def delivered(self, delivery: dict, sent_with_ssl: bool | None) -> None:
         """After a delivery has been stored: update the message in memory, count it, fire its event."""

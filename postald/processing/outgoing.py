@@ -64,8 +64,8 @@ def check_recipient(job: Job):
 
 
 def set_tag(job: Job):
-    if not job.message.tag and b"x-postal-tag" in (job.message.raw_headers or b"").lower():
-        tags = job.message.headers().get("x-postal-tag")
+    if not job.message.tag:
+        tags = job.message.header_values("x-postal-tag")
         if tags:
             job.defer_update(tag=tags[-1].strip()[:255])
     return None

@@ -83,12 +83,6 @@ def most_specific_network_match(candidates, address: str, key=lambda candidate: 
     return best[1] if best else None
 
 
-def smtp_ip_credential_for(session, address: str) -> Credential | None:
-    """The SMTP-IP credential whose network contains the client address (most specific first, then by id)."""
-    candidates = session.scalars(select(Credential).where(Credential.type == "SMTP-IP").order_by(Credential.id))
-    return most_specific_network_match(candidates, address)
-
-
 #: :func:`use` records a credential's use at most this often: its usage is shown
 #: by days, and writing on every message would cost a commit each.
 USE_PRECISION = dt.timedelta(seconds=60)
