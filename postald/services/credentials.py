@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from postald.errors import Errors, NotFound
 from schema.main import Credential, Server, random_string, utcnow
@@ -91,6 +91,21 @@ USE_PRECISION = dt.timedelta(seconds=60)
 def use_is_due(last_used_at: dt.datetime | None, now: dt.datetime | None = None) -> bool:
     """Whether a credential last used at ``last_used_at`` should record a new use."""
     return last_used_at is None or (now or utcnow()) - last_used_at > USE_PRECISION
+
+
+def record_use(engine, credential_id: int, last_used_at: dt.datetime | None,
+               precision: dt.timedelta = USE_PRECISION) -> dt.datetime | None:
+    """Set a credential's ``last_used_at`` to now unless it was set within
+    ``precision``; one short write, its condition repeated in the UPDATE so that
+    concurrent users write once.  Returns the credential's last use."""
+    now = utcnow()
+    if last_used_at is not None and now - last_used_at < precision:
+        return last_used_at
+    due = or_(Credential.last_used_at.is_(None), Credential.last_used_at < now - precision)
+    with engine.begin() as connection:
+        connection.execute(Credential.__table__.update()
+                           .where(Credential.id == credential_id, due).values(last_used_at=now))
+    return now
 
 
 def use(credential: Credential) -> None:

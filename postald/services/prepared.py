@@ -21,11 +21,23 @@ strings and integers (or None) for them.
 from __future__ import annotations
 
 import collections
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
+
+
+def read(engine, work: Callable[[Connection], Any]) -> Any:
+    """``work(connection)`` on a connection of ``engine``, retried once on a fresh
+    connection when the first turns out to be dead.  ``work`` must only read."""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as connection:
+                return work(connection)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
 
 
 class _Compiled(NamedTuple):

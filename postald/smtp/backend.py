@@ -29,17 +29,17 @@ import contextlib
 import logging
 import threading
 
-from sqlalchemy import create_engine, or_, select, update
+from sqlalchemy import create_engine, select
 from sqlalchemy.exc import DBAPIError
 
 from postald.services import credentials as credential_service
+from postald.services import prepared
 from postald.services import servers as server_service
 from postald.smtp import auth, received, routing
 from postald.smtp.envelope import Credential, Envelope, Recipient, Rejection, StoredMessage
 from postald.smtp.protocol import SessionSettings
 from postald.smtp.storage import MessageStore
 from schema.main import Credential as CredentialRow
-from schema.main import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -75,30 +75,19 @@ class DatabaseBackend:
         """``work(connection)`` on a read connection (the autocommit engine on
         MariaDB, the main engine on SQLite); retried once on a fresh connection
         when the first one turns out to be dead.  ``work`` must only read."""
-        engine = self._read_engine if self._read_engine is not None else self.database.engine
         with self._slots:
-            for attempt in (1, 2):
-                try:
-                    with engine.connect() as connection:
-                        return work(connection)
-                except DBAPIError as exc:
-                    if attempt == 2 or not exc.connection_invalidated:
-                        raise
+            return prepared.read(self._read_engine or self.database.engine, work)
 
     def _record_use(self, credential_id: int, last_used_at) -> None:
         """Set a credential's ``last_used_at`` to now, unless it was set within
         :data:`~postald.services.credentials.USE_PRECISION` (one short write;
         the condition is repeated in it, so concurrent sessions write once).
         A failed write is logged and does not refuse the client's mail."""
-        now = utcnow()
-        if not credential_service.use_is_due(last_used_at, now):
+        if not credential_service.use_is_due(last_used_at):
             return
-        due = or_(CredentialRow.last_used_at.is_(None),
-                  CredentialRow.last_used_at < now - credential_service.USE_PRECISION)
         try:
-            with self._slots, self.database.engine.begin() as connection:
-                connection.execute(update(CredentialRow).where(CredentialRow.id == credential_id, due)
-                                   .values(last_used_at=now))
+            with self._slots:
+                credential_service.record_use(self.database.engine, credential_id, last_used_at)
         except DBAPIError:
             log.warning("smtp.credential_use_not_recorded", exc_info=True, extra={"credential_id": credential_id})
 

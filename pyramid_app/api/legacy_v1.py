@@ -20,16 +20,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import bindparam, select
 
 from postald import outgoing_message
 from postald.outgoing_message import OutgoingMessagePrototype, RawSubmission, SubmissionError, blank, truthy
+from postald.services import credentials as credential_service
+from postald.services import prepared
 from postald.services.prepared import PreparedSelect
 from pyramid_app.api import envelope, message_data
 from pyramid_app.api.envelope import ApiError, ParameterError
 from pyramid_app.api.params import read_parameters
-from schema.main import Credential, Organization, Server, utcnow
+from schema.main import Credential, Organization, Server
 
 log = logging.getLogger("pyramid_app.api")
 
@@ -161,25 +162,14 @@ def authenticate(database, key: str | None) -> tuple[ApiServer, ApiCredential]:
     """
     if blank(key):
         raise ApiError("AccessDenied", "Must be authenticated as a server.")
-    for attempt in (1, 2):
-        try:
-            with database.engine.connect() as connection:
-                rows = _API_KEY.rows(connection, key=key)
-            break
-        except DBAPIError as exc:  # a pooled connection found dead: once more on a fresh one
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
+    rows = prepared.read(database.engine, lambda connection: _API_KEY.rows(connection, key=key))
     found = next((row for row in rows if hmac.compare_digest(row.key.encode(), key.encode())), None)
     if found is None:
         raise ApiError("InvalidServerAPIKey", "The API token provided in X-Server-API-Key was not valid.", token=key)
     if found.suspended_at is not None or found.organization_suspended_at is not None:
         raise ApiError("ServerSuspended")
-    now = utcnow()
-    last_used_at = found.last_used_at
-    if last_used_at is None or now - last_used_at >= LAST_USED_RESOLUTION:
-        with database.engine.begin() as connection:
-            connection.execute(update(Credential).where(Credential.id == found.id).values(last_used_at=now))
-        last_used_at = now
+    last_used_at = credential_service.record_use(database.engine, found.id, found.last_used_at,
+                                                 LAST_USED_RESOLUTION)
     server = ApiServer(found.server_id, found.organization_id, bool(found.allow_sender), found.ip_pool_id,
                        bool(found.privacy_mode))
     return server, ApiCredential(found.id, last_used_at)
