@@ -271,14 +271,8 @@ def authorised_domain_id(lookup, allow_sender: bool, headers: dict[str, list[str
 
     for header in (("from", "sender") if allow_sender else ("from",)):
         values = headers.get(header) or [None]
-        first = None
-        for index, value in enumerate(values):
-            domain_id = authenticated_domain_id(cached, value)
-            if domain_id is None:
-                break
-            if index == 0:
-                first = domain_id
-        else:
+        first = authenticated_domain_id(cached, values[0])
+        if first is not None and all(authenticated_domain_id(cached, value) is not None for value in values[1:]):
             return first
     return None
 
