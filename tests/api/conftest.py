@@ -36,7 +36,7 @@ from schema.migrate import upgrade_main
 from schema.session import Database
 from tests.conftest import _drop_mariadb_databases, make_test_environ
 from tests.dns_checks.dns_server import DNSServer
-from tests.support.web_server import free_port, stop_process, wait_for_port  # noqa: F401 (used by the API tests)
+from tests.support.processes import free_port, stop_process, wait_for_port  # noqa: F401 (used by the API tests)
 
 WEB_HOST = "postal.test"
 CLIENT_PTR = "client.test"

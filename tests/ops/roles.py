@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tests.conftest import MARIADB_URL
 from tests.ops.proxy import TCPProxy
+from tests.support.processes import free_port  # noqa: F401 (imported from here by the tests)
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -27,14 +28,6 @@ POSTAL_METRICS = {
                     "postal_smtp_server_tls_connections_total", "postal_smtp_server_commands_total",
                     "postal_smtp_server_client_errors", "postal_smtp_server_messages_total"),
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(port: int, path: str) -> tuple[int, str]:

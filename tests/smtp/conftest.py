@@ -10,10 +10,8 @@ through a DNS server started on a high loopback port.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -23,6 +21,7 @@ from postald.smtp.protocol import SessionSettings, SMTPSession
 from postald.smtp.received import PTRResolver
 from tests.conftest import BACKENDS
 from tests.dns_checks.dns_server import DNSServer
+from tests.support.processes import free_port, wait_for_port
 
 HOSTNAME = "postal.test"
 RETURN_PATH_DOMAIN = "rp.postal.test"
@@ -87,26 +86,6 @@ def make_session(config, smtp_backend):
     return factory
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-            raise RuntimeError(f"SMTP server exited with {process.returncode}:\n{output}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"SMTP server did not listen on {port} within {timeout}s")
-
-
 class ServerProcess:
     """``python -m postald.smtp.server`` on free ports; killed on stop."""
 
@@ -131,7 +110,7 @@ class ServerProcess:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         try:
-            wait_for_port(self.port, self.process)
+            wait_for_port(self.port, self.process, timeout=20)
         except Exception:
             self.kill()
             raise

@@ -17,13 +17,14 @@ offers PIPELINING (RFC 2920) in the EHLO reply.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from aiosmtpd.controller import Controller
+
+from tests.support.processes import free_port
 
 Reply = str | Callable[[Any], str | None] | None
 
@@ -36,12 +37,6 @@ class ReceivedMessage:
     tls: bool
     peer: tuple
     received_at: float = field(default_factory=time.time)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Handler:

@@ -35,7 +35,7 @@ from tests.conftest import _drop_mariadb_databases, make_test_environ
 from tests.factories import add_domain, make_server
 from tests.support.dns_server import DNSServer
 from tests.support.smtp_sink import SMTPSink, free_port
-from tests.support.web_server import stop_process, wait_for_port
+from tests.support.processes import stop_process, wait_for_port
 from tests.tracking.conftest import add_track_domain
 
 ORIGINAL_URL = "https://shop.example.net/spring-sale?utm_source=mail&id=42"

@@ -22,7 +22,8 @@ from schema.session import Database
 from tests.conftest import BACKENDS, _drop_mariadb_databases, make_test_environ
 from tests.factories import add_domain, make_server
 from tests.support.dns_server import DNSServer
-from tests.support.smtp_sink import SMTPSink, free_port
+from tests.support.processes import free_port, stop_process
+from tests.support.smtp_sink import SMTPSink
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -94,16 +95,6 @@ def start_worker(environ: dict, log_path) -> tuple[subprocess.Popen, int]:
     return process, health_port
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
 def queue_length(database) -> int:
     with database.unit_of_work() as session:
         return session.scalar(select(func.count(QueuedMessage.id)))
@@ -144,7 +135,7 @@ def test_two_worker_processes_deliver_each_message_exactly_once(shared, tmp_path
         health = urllib.request.urlopen(f"http://127.0.0.1:{workers[0][1]}/health", timeout=5).read().decode()
     finally:
         for process, _port in workers:
-            stop(process)
+            stop_process(process)
     received = delivered(sink)
     assert len(received) == 2000 and set(received) == expected
     assert health == "OK"
@@ -170,9 +161,9 @@ def test_a_killed_worker_loses_nothing(shared, tmp_path):
             orphaned = session.scalar(select(func.count(QueuedMessage.id)).where(QueuedMessage.locked_by.is_not(None)))
         wait_for_delivery(sink, database, expected, timeout=300, processes=[survivor])
     finally:
-        stop(victim)
+        stop_process(victim)
         if survivor is not None:
-            stop(survivor)
+            stop_process(survivor)
     received = delivered(sink)
     assert set(received) == expected
     # Only messages accepted by the remote and not yet recorded at the moment of the kill may
@@ -204,6 +195,6 @@ def test_a_worker_process_is_woken_by_a_message_queued_in_another_process(shared
         assert [m.rcpt_tos[0] for m in received] == sorted(expected)
     finally:
         wakeup.use_directory(None)
-        stop(process)
+        stop_process(process)
     assert process.returncode == 0
     assert not any(name.startswith(f"{process.pid}-") for name in os.listdir(directory))  # removed at stop

@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,36 +30,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2]))
+
+from tests.support.processes import free_port, stop_process, wait_for_port  # noqa: E402
 WEB_HOST = "postal.bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with status {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"server did not listen on port {port}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- the Postal side --------------------------------------------------------------------
@@ -208,8 +181,8 @@ def main() -> int:
         api_result = measure(api_port, "/api/v1/send/message", args, body, key)
         stored = database.message_db(server_id).count_messages() - stored_before
     finally:
-        stop(api)
-        stop(hello)
+        stop_process(api)
+        stop_process(hello)
     print(f"hello-world (Pyramid on waitress): {hello_result['rate']:9.1f} requests/s   "
           f"p99 {hello_result['p99']}   errors {hello_result['errors']}")
     print(f"send/message (stored + queued):   {api_result['rate']:9.1f} requests/s   "
