@@ -88,9 +88,8 @@ class SentBuffer:
     leaves those messages queued, to be sent again once their locks expire.
     """
 
-    def __init__(self, size: int | None = None, seconds: float | None = None):
-        self.size = SENT_BUFFER_SIZE if size is None else size
-        self.seconds = SENT_BUFFER_SECONDS if seconds is None else seconds
+    def __init__(self):
+        self.size, self.seconds = SENT_BUFFER_SIZE, SENT_BUFFER_SECONDS  # read here, so tests may change them
         self.entries: list[tuple[Job, dict, bool | None]] = []
         self.oldest = 0.0
 
