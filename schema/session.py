@@ -17,11 +17,12 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -66,15 +67,94 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(
+    engine = create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=max(10, pool_size * 2),
-        pool_pre_ping=True,
         pool_recycle=3600,
         pool_timeout=60,
         isolation_level="READ COMMITTED",
+        pool_reset_on_return=None,
     )
+    ping_when_idle(engine)
+    roll_back_only_open_transactions(engine)
+    return engine
+
+
+def make_read_engine(url: str, pool_size: int) -> Engine:
+    """A MariaDB engine for single-statement reads: autocommit, so a read never
+    leaves a transaction open and a connection needs no reset on return."""
+    engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_recycle=3600, pool_timeout=60,
+                           isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True,
+                           pool_reset_on_return=None)
+    ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection unused for longer than this (seconds) is pinged before it is handed out again.
+PING_AFTER_IDLE = 1.0
+
+#: Set in a pooled connection's ``info`` while a statement may have run outside a SQLAlchemy transaction.
+OUTSIDE_TRANSACTION = "postald.outside_transaction"
+
+
+def ping_when_idle(engine: Engine, idle: float = PING_AFTER_IDLE) -> None:
+    """Check a pooled connection with a ping only when it has sat unused for ``idle`` seconds.
+
+    ``pool_pre_ping`` pings on every checkout: a round trip before every unit of
+    work.  A connection handed back moments ago is as good as it was then, so
+    under load (where checkouts follow each other within milliseconds) no ping
+    is sent; a connection that waited in the pool, through which a server
+    restart or an idle timeout may have passed, is pinged and replaced if dead.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi_connection, record):
+        record.info["postald.used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection, record):
+        if record is not None:
+            record.info["postald.used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy):
+        used_at = record.info.get("postald.used_at")
+        if used_at is not None and time.monotonic() - used_at < idle:
+            return
+        try:
+            dbapi_connection.ping(False)
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
+
+
+def roll_back_only_open_transactions(engine: Engine) -> None:
+    """Roll a returned connection back only when a transaction may still be open on it.
+
+    The pool's usual reset sends a ROLLBACK with every connection handed back,
+    even after a commit.  Every statement SQLAlchemy runs belongs to one of its
+    transactions, and :meth:`Connection.close` rolls back any it finds still
+    open (``transaction_was_reset``); after a commit nothing is open.  What
+    remains are statements run on the driver's cursor outside a SQLAlchemy
+    transaction (:class:`postald.services.prepared.PreparedSelect` marks those
+    with :data:`OUTSIDE_TRANSACTION`) and failed statements, which are rolled
+    back as before.
+    """
+
+    @event.listens_for(engine, "reset")
+    def _reset(dbapi_connection, record, state):
+        outside = record.info.pop(OUTSIDE_TRANSACTION, False) if record is not None else True
+        if outside and not state.terminate_only and not state.transaction_was_reset:
+            dbapi_connection.rollback()
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(context):
+        connection = context.connection
+        if connection is not None and not connection.invalidated:
+            try:
+                connection.connection.info[OUTSIDE_TRANSACTION] = True
+            except Exception:  # the connection is already closed: nothing to reset
+                pass
 
 
 def is_mysql(engine: Engine) -> bool:
@@ -89,12 +169,26 @@ class Database:
         self.url = config.main_db_url()
         self.engine = make_engine(self.url, pool_size=max(config.main_db.pool_size, 10))
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_engine: Engine | None = None
         self._message_dbs: dict[int, object] = {}
         self._lock = threading.Lock()
 
     @property
     def is_mysql(self) -> bool:
         return is_mysql(self.engine)
+
+    @property
+    def read_engine(self) -> Engine:
+        """The engine for single-statement reads of the main database
+        (:func:`postald.services.prepared.read`): an autocommit pool of its own
+        on MariaDB, the main engine on SQLite."""
+        if not self.is_mysql:
+            return self.engine
+        if self._read_engine is None:
+            with self._lock:
+                if self._read_engine is None:
+                    self._read_engine = make_read_engine(self.url, max(self.config.main_db.pool_size, 10))
+        return self._read_engine
 
     @contextlib.contextmanager
     def unit_of_work(self) -> Iterator[Session]:
@@ -155,4 +249,6 @@ class Database:
         for db in list(self._message_dbs.values()):
             db.dispose()
         self._message_dbs.clear()
+        if self._read_engine is not None:
+            self._read_engine.dispose()
         self.engine.dispose()

@@ -27,6 +27,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
+from schema.session import OUTSIDE_TRANSACTION
+
 
 def read(engine, work: Callable[[Connection], Any]) -> Any:
     """``work(connection)`` on a connection of ``engine``, retried once on a fresh
@@ -77,7 +79,10 @@ class PreparedSelect:
         sql, order, fixed, processors = self._compile(dialect)
         values = {**fixed, **params}
         arguments = tuple(values[name] for name in order) if order is not None else values
-        dbapi_connection = connection.connection.dbapi_connection
+        fairy = connection.connection
+        if not connection.in_transaction():
+            fairy.info[OUTSIDE_TRANSACTION] = True  # the pool rolls back what the driver may have opened
+        dbapi_connection = fairy.dbapi_connection
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(sql, arguments)

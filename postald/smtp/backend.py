@@ -11,12 +11,12 @@ connections and closes them again on return, and opening a MariaDB
 connection costs far more than the query.  So at most that many sessions
 use the database at a time; the others wait their turn on a semaphore.
 
-On MariaDB, the lookups of every message (recipients, the SMTP-IP
-credential of a client, the domain authorising an authenticated From) use a
-small read-only engine of their own in autocommit mode: no liveness ping
-before and no ROLLBACK after each use, so a lookup costs one round trip.  A
-connection found dead is replaced and the lookup retried once.  They run
-prebuilt selects on the driver (:mod:`postald.services.prepared`).
+The lookups of every message (recipients, the SMTP-IP credential of a
+client, the domain authorising an authenticated From) run prebuilt selects on
+the driver (:mod:`postald.services.prepared`) over the database's read engine
+(:attr:`schema.session.Database.read_engine`): on MariaDB an autocommit pool,
+so a lookup costs one round trip.  A connection found dead is replaced and
+the lookup retried once.
 
 A credential's ``last_used_at`` is written with a precision of one minute
 (:data:`postald.services.credentials.USE_PRECISION`): a client sending
@@ -29,7 +29,7 @@ import contextlib
 import logging
 import threading
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from postald.services import credentials as credential_service
@@ -56,15 +56,6 @@ class DatabaseBackend:
         # One pooled connection stays free for the storage writer's commit.
         slots = max(config.main_db.pool_size, 5) - 1
         self._slots = threading.BoundedSemaphore(slots)
-        self._read_engine = None
-        if database.is_mysql:
-            self._read_engine = create_engine(
-                database.url, pool_size=slots, max_overflow=0, pool_recycle=3600, pool_timeout=60,
-                isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True, pool_reset_on_return=None)
-
-    def close(self) -> None:
-        if self._read_engine is not None:
-            self._read_engine.dispose()
 
     @contextlib.contextmanager
     def _unit_of_work(self):
@@ -76,7 +67,7 @@ class DatabaseBackend:
         MariaDB, the main engine on SQLite); retried once on a fresh connection
         when the first one turns out to be dead.  ``work`` must only read."""
         with self._slots:
-            return prepared.read(self._read_engine or self.database.engine, work)
+            return prepared.read(self.database.read_engine, work)
 
     def _record_use(self, credential_id: int, last_used_at) -> None:
         """Set a credential's ``last_used_at`` to now, unless it was set within

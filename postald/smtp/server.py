@@ -186,8 +186,6 @@ class SMTPServerRole:
         if self.health_server is not None:
             self.health_server.stop(timeout=1)
             self.health_server = None
-        if self._backend is not None and hasattr(self._backend, "close"):
-            self._backend.close()
 
     def _load_tls_context(self) -> ssl.SSLContext | None:
         if not self.config.smtp_server.tls_enabled:

@@ -162,7 +162,7 @@ def authenticate(database, key: str | None) -> tuple[ApiServer, ApiCredential]:
     """
     if blank(key):
         raise ApiError("AccessDenied", "Must be authenticated as a server.")
-    rows = prepared.read(database.engine, lambda connection: _API_KEY.rows(connection, key=key))
+    rows = prepared.read(database.read_engine, lambda connection: _API_KEY.rows(connection, key=key))
     found = next((row for row in rows if hmac.compare_digest(row.key.encode(), key.encode())), None)
     if found is None:
         raise ApiError("InvalidServerAPIKey", "The API token provided in X-Server-API-Key was not valid.", token=key)

@@ -67,7 +67,6 @@ def smtp_backend(config, database, dns_server):
     resolver = PTRResolver([("127.0.0.1", dns_server.port)], timeout=2)
     backend = DatabaseBackend(config, database, resolver=resolver)
     yield backend
-    backend.close()
 
 
 @pytest.fixture

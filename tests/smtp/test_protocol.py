@@ -734,7 +734,6 @@ def test_outgoing_message_gets_an_ip_address_from_the_servers_pool(database, con
     send(session, "EHLO client.test", f"AUTH PLAIN {plain(key)}", "MAIL FROM: a@sender.test", "RCPT TO: x@outside.test")
     send(session, "DATA", "From: a@sender.test", "Subject: Pool", "", "body", "")
     assert send(session, ".") == "250 OK"
-    backend.close()
     with database.unit_of_work() as s:
         assert s.scalars(select(QueuedMessage.ip_address_id)).one() == address_id
 
@@ -774,9 +773,8 @@ def test_recipient_lookup_survives_a_dropped_database_connection(database, make_
     add_route(database, server_id, "test", add_domain(database, server_id, "example.com"))
     session = with_mail_from(make_session)
     assert send(session, "RCPT TO: test@example.com") == "250 OK"
-    with smtp_backend._read_engine.connect() as conn:
+    with database.read_engine.connect() as conn:
         connection_id = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
     with database.engine.begin() as conn:
         conn.execute(text(f"KILL CONNECTION {int(connection_id)}"))
     assert send(session, "RCPT TO: test@example.com") == "250 OK"
-    smtp_backend.close()

@@ -139,6 +139,26 @@ def run_python_client(port: int, path: str, duration: int, connections: int, bod
     return {"rate": sum(counts) / elapsed, "requests": sum(counts), "errors": sum(errors), "p99": "n/a"}
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a process so far (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_cpu(pid: int, run) -> tuple[dict, float | None]:
+    """``run()``'s result and the milliseconds of CPU process ``pid`` spent per request."""
+    before = cpu_seconds(pid)
+    result = run()
+    after = cpu_seconds(pid)
+    if before is None or after is None or not result["requests"]:
+        return result, None
+    return result, (after - before) * 1000 / result["requests"]
+
+
 def measure(port: int, path: str, args, body: str | None = None, key: str | None = None) -> dict:
     if shutil.which("wrk") and not args.python_client:
         return run_wrk(f"http://127.0.0.1:{port}{path}", args.duration, args.connections, body, key)
@@ -177,16 +197,20 @@ def main() -> int:
         measure(hello_port, "/", argparse.Namespace(**{**vars(args), "duration": 1}))  # warm-up
         measure(api_port, "/api/v1/send/message", argparse.Namespace(**{**vars(args), "duration": 1}), body, key)
         stored_before = database.message_db(server_id).count_messages()
-        hello_result = measure(hello_port, "/", args)
-        api_result = measure(api_port, "/api/v1/send/message", args, body, key)
+        hello_result, hello_cpu = measure_cpu(hello.pid, lambda: measure(hello_port, "/", args))
+        api_result, api_cpu = measure_cpu(
+            api.pid, lambda: measure(api_port, "/api/v1/send/message", args, body, key))
         stored = database.message_db(server_id).count_messages() - stored_before
     finally:
         stop_process(api)
         stop_process(hello)
+    def cpu(value: float | None) -> str:
+        return f"{value:.3f} ms" if value is not None else "n/a"
+
     print(f"hello-world (Pyramid on waitress): {hello_result['rate']:9.1f} requests/s   "
-          f"p99 {hello_result['p99']}   errors {hello_result['errors']}")
+          f"p99 {hello_result['p99']}   errors {hello_result['errors']}   CPU/request {cpu(hello_cpu)}")
     print(f"send/message (stored + queued):   {api_result['rate']:9.1f} requests/s   "
-          f"p99 {api_result['p99']}   errors {api_result['errors']}")
+          f"p99 {api_result['p99']}   errors {api_result['errors']}   CPU/request {cpu(api_cpu)}")
     print(f"ratio send/message / hello-world: {api_result['rate'] / hello_result['rate']:.2f} (target >= 0.33)")
     print(f"messages stored during the run: {stored} for {api_result['requests']} completed requests")
     database.dispose()
