@@ -37,6 +37,7 @@ from typing import Any, Iterable, Iterator
 from postald import wakeup
 from postald.services import domains as domain_service
 from postald.services import ip_pools as ip_pool_service
+from postald.services import prepared
 from postald.smtp.storage import _GroupCommitWriter as GroupCommitWriter  # shared with SMTP submissions
 
 #: Most addresses accepted in each of To, Cc and Bcc.
@@ -141,7 +142,7 @@ def strip_address(value: str | None) -> str:
     return _COMMENT.sub("", text).strip()
 
 
-def authenticated_domain_for_address(session, server, address: str | None) -> int | None:
+def authenticated_domain_for_address(connection, server, address: str | None) -> int | None:
     """The id of the verified domain that lets ``server`` send as ``address``, or None.
 
     The address is split at its *first* ``@``: ``a@x.com, b@y.com`` has the
@@ -154,17 +155,18 @@ def authenticated_domain_for_address(session, server, address: str | None) -> in
         return None
     if "@" in domain:
         domain = domain.replace("@", "%")  # never a domain name; keeps the use-for-any fallback
-    return domain_service.find_authenticated_domain_id(session, server, f"{local}@{domain}")
+    return domain_service.find_authenticated_domain_id(connection, server, f"{local}@{domain}")
 
 
-def authorised_domain(session, server, from_values: Iterable[str | None], sender_values: Iterable[str | None] = ()):
+def authorised_domain(connection, server, from_values: Iterable[str | None], sender_values: Iterable[str | None] = ()):
     """The id of the domain authorising a message: every From value must be authorised (the
-    first one's domain is used); failing that, every Sender value when the server allows it."""
+    first one's domain is used); failing that, every Sender value when the server allows it.
+    Read on ``connection`` (a SQLAlchemy connection; a session's is ``session.connection()``)."""
     candidates = [list(from_values)]
     if server.allow_sender:
         candidates.append(list(sender_values))
     for values in candidates:
-        found = [authenticated_domain_for_address(session, server, value) for value in values or [None]]
+        found = [authenticated_domain_for_address(connection, server, value) for value in values or [None]]
         if all(found):
             return found[0]
     return None
@@ -321,13 +323,14 @@ class OutgoingMessagePrototype:
                 result.append(address)
         return result
 
-    def domain(self, session):
-        """The id of the verified domain authorising the From (or Sender) address, or None."""
+    def domain(self, connection):
+        """The id of the verified domain authorising the From (or Sender) address, or None
+        (read on ``connection`` the first time)."""
         if self._domain is None:
-            self._domain = authorised_domain(session, self.server, [self.from_], [self.sender])
+            self._domain = authorised_domain(connection, self.server, [self.from_], [self.sender])
         return self._domain
 
-    def _problems(self, session) -> Iterator[tuple[str, str]]:
+    def _problems(self, connection) -> Iterator[tuple[str, str]]:
         """Each validation error as ``(code, message)``, lazily, in Postal's order."""
         if not (self.to or self.cc or self.bcc):
             yield NO_RECIPIENTS
@@ -338,7 +341,7 @@ class OutgoingMessagePrototype:
             yield NO_CONTENT
         if blank(self.from_):
             yield FROM_MISSING
-        elif self.domain(session) is None:
+        elif self.domain(connection) is None:
             yield UNAUTHENTICATED_FROM
         for attachment in self.attachments:
             if blank(attachment.name):
@@ -346,16 +349,16 @@ class OutgoingMessagePrototype:
             if not attachment.data.strip():
                 yield ATTACHMENT_MISSING_DATA
 
-    def first_error(self, session) -> tuple[str, str] | None:
+    def first_error(self, connection) -> tuple[str, str] | None:
         """Postal's first validation error as ``(code, message)``, or None when valid."""
-        return next(self._problems(session), None)
+        return next(self._problems(connection), None)
 
-    def errors(self, session) -> list[tuple[str, str]]:
+    def errors(self, connection) -> list[tuple[str, str]]:
         """Every distinct validation error, in order (the web UI lists them all)."""
-        return list(dict.fromkeys(self._problems(session)))
+        return list(dict.fromkeys(self._problems(connection)))
 
-    def validate(self, session) -> None:
-        error = self.first_error(session)
+    def validate(self, connection) -> None:
+        error = self.first_error(connection)
         if error is not None:
             raise SubmissionError(*error)
 
@@ -423,8 +426,7 @@ class OutgoingMessagePrototype:
 
     def _create(self, addresses: list[str]) -> list[StoredMessage]:
         if self._domain is None:
-            with self.database.unit_of_work() as session:
-                self.domain(session)
+            prepared.read(self.database.read_engine, self.domain)
         mail_from = strip_address(self.from_)
         return store_all(
             self.database, self.server, [(address, mail_from) for address in addresses], self.raw_message(),
@@ -442,11 +444,10 @@ class OutgoingMessagePrototype:
         """Validate, then create every message: the API's success data.
 
         Raises :class:`SubmissionError` and stores nothing when invalid.  The
-        validation session is closed before anything is stored (SQLite has a
-        single connection per process).
+        validation read is over before anything is stored (SQLite has a single
+        connection per process).
         """
-        with self.database.unit_of_work() as session:
-            self.validate(session)
+        prepared.read(self.database.read_engine, self.validate)
         return {"message_id": self.message_id, "messages": self.create_messages()}
 
 
@@ -566,9 +567,9 @@ class RawSubmission:
         sender_addresses = _addresses([str(v) for v in headers.get_all("Sender") or []])
         return from_addresses, sender_addresses[:1]
 
-    def domain(self, session):
+    def domain(self, connection):
         from_addresses, sender_addresses = self.header_values()
-        return authorised_domain(session, self.server, from_addresses or [None], sender_addresses or [None])
+        return authorised_domain(connection, self.server, from_addresses or [None], sender_addresses or [None])
 
     def recipients(self) -> list[str]:
         seen: set[str] = set()
@@ -582,8 +583,7 @@ class RawSubmission:
 
     def send(self) -> dict:
         """Check the sender, then store and queue one copy per distinct recipient."""
-        with self.database.unit_of_work() as session:
-            domain = self.domain(session)
+        domain = prepared.read(self.database.read_engine, self.domain)
         if domain is None:
             raise SubmissionError("UnauthenticatedFromAddress")
         stored = store_all(self.database, self.server, [(address, self.mail_from) for address in self.recipients()],

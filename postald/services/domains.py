@@ -9,9 +9,10 @@ import string
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from postald.errors import Errors, NotFound
+from postald.services.prepared import PreparedSelect
 from schema.main import Domain, Organization, Server, random_string, utcnow
 
 import re
@@ -210,8 +211,25 @@ def choose_authenticated_domain(rows):
     return None
 
 
-def find_authenticated_domain_id(session, server: Server, address: str) -> int | None:
-    """The id of the verified domain that authenticates ``address`` for outgoing mail from ``server``.
+#: :func:`authenticating_domains` for one name and server, built once and run on the driver.
+AUTHENTICATING_DOMAINS = PreparedSelect(
+    authenticating_domains((Domain.id,), bindparam("name"), bindparam("server_id"), bindparam("organization_id")),
+    "AuthenticatingDomain",
+)
+
+
+def authenticating_domain_id(connection, server_id: int, organization_id: int, name: str) -> int | None:
+    """The id of the verified domain that lets a server send from the domain
+    ``name`` (lower-cased), chosen by :func:`choose_authenticated_domain`; one query."""
+    rows = AUTHENTICATING_DOMAINS.rows(connection, name=name, server_id=server_id, organization_id=organization_id)
+    chosen = choose_authenticated_domain(rows)
+    return chosen.id if chosen is not None else None
+
+
+def find_authenticated_domain_id(connection, server, address: str) -> int | None:
+    """The id of the verified domain that authenticates ``address`` for outgoing
+    mail from ``server`` (anything with ``id`` and ``organization_id``), read on
+    ``connection`` (a SQLAlchemy connection; a session's is ``session.connection()``).
 
     A domain of the same name owned by the server, else by its organization;
     failing both, a verified server domain marked ``use_for_any`` (by name).
@@ -219,9 +237,7 @@ def find_authenticated_domain_id(session, server: Server, address: str) -> int |
     name = authenticated_domain_name(address)
     if name is None:
         return None
-    rows = session.execute(authenticating_domains((Domain.id,), name, server.id, server.organization_id)).all()
-    chosen = choose_authenticated_domain(rows)
-    return chosen.id if chosen is not None else None
+    return authenticating_domain_id(connection, server.id, server.organization_id, name)
 
 
 def find_incoming_domain(session, name: str) -> list[Domain]:

@@ -223,23 +223,10 @@ def bare_address(value: str | None) -> tuple[str, str] | None:
     return local, domain.strip()
 
 
-#: The candidate domains for one From/Sender domain name and one server
-#: (:func:`postald.services.domains.authenticating_domains`), run on the driver.
-_AUTHENTICATING_DOMAINS = PreparedSelect(
-    domain_service.authenticating_domains(
-        (Domain.id,), bindparam("name"), bindparam("server_id"), bindparam("organization_id")),
-    "AuthenticatingDomain",
-)
-
-
 def authenticating_domain_id(connection, credential: Credential, name: str) -> int | None:
     """The id of the verified domain that lets ``credential``'s server send from
-    the domain ``name`` (lower-cased), with the priority of
-    :func:`postald.services.domains.find_authenticated_domain_id`; one query."""
-    rows = _AUTHENTICATING_DOMAINS.rows(connection, name=name, server_id=credential.server_id,
-                                        organization_id=credential.organization_id)
-    chosen = domain_service.choose_authenticated_domain(rows)
-    return chosen.id if chosen is not None else None
+    the domain ``name`` (lower-cased); one query."""
+    return domain_service.authenticating_domain_id(connection, credential.server_id, credential.organization_id, name)
 
 
 def authenticated_domain_id(lookup, value: str | None) -> int | None:

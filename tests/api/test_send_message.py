@@ -224,7 +224,7 @@ def test_prototype_creates_one_message(api, world):
         "from": f"test@{world.domain}", "to": "test@example.com", "subject": "Test Message",
         "plain_body": "A plain body!"})
     with world.database.unit_of_work() as session:
-        assert prototype.first_error(session) is None
+        assert prototype.first_error(session.connection()) is None
     created = prototype.create_message("test@example.com")
     assert isinstance(created["id"], int) and isinstance(created["token"], str)
     message = world.message_db.message(created["id"])

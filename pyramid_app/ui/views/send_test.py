@@ -181,7 +181,7 @@ class SendTestMessageViews(MessageScoped):
         database = self.database()
         prototype = OutgoingMessagePrototype(database, self.server, self.request.client_ip, SOURCE_TYPE, values)
         with database.unit_of_work() as session:
-            errors = [code for code, _message in prototype.errors(session)]
+            errors = [code for code, _message in prototype.errors(session.connection())]
         if errors:
             return errors, []
         return [], [entry["id"] for entry in prototype.create_messages().values()]
