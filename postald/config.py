@@ -142,6 +142,8 @@ SCHEMA: list[Key] = _expand_legacy([
         ("default_bind_address", "S", "127.0.0.1", "bind address unless BIND_ADDRESS env set",
          "web_server.bind_address"),
         ("max_threads", "I", 5, "web server threads", _SAME),
+        ("processes", "I", 1, "(beyond) web server processes sharing the port, one CPU core each "
+                              "(postal web-server; use with MariaDB)"),
         ("default_health_server_port", "I", 9092, "(beyond) web health server port"),
         ("default_health_server_bind_address", "S", "127.0.0.1", "(beyond) web health server bind address"),
     ),

@@ -8,6 +8,10 @@ SIGINT stops it gracefully: the listening socket closes at once, requests
 already received are answered (for up to ``STOP_GRACE_SECONDS``), then the
 process returns.
 
+With ``web_server.processes`` above 1 (beyond Postal) it is a launcher for
+that many such processes sharing the port (:mod:`postald.processes`); the
+first of them runs the health server.
+
 Run it with ``postal web-server`` or ``python -m pyramid_app.server``.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import threading
 import time
 
@@ -25,6 +30,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
 from postald import health, wakeup
+from postald.processes import launcher_gone, process_index, run_processes
 
 log = logging.getLogger("pyramid_app.server")
 
@@ -46,8 +52,12 @@ def listen_address(config) -> tuple[str, int]:
 class WebServer:
     """A waitress server that can be stopped gracefully from a signal handler."""
 
-    def __init__(self, app, host: str, port: int, threads: int = 5, **adjustments):
-        self.server = waitress.create_server(app, host=host, port=port, threads=threads, ident="postal",
+    def __init__(self, app, host: str, port: int, threads: int = 5, reuse_port: bool = False, **adjustments):
+        if reuse_port:  # one of several processes on the port: bind it ourselves, with SO_REUSEPORT
+            adjustments["sockets"] = [shared_listener(host, port)]
+        else:
+            adjustments.update(host=host, port=port)
+        self.server = waitress.create_server(app, threads=threads, ident="postal",
                                              clear_untrusted_proxy_headers=False, **adjustments)
         self._stopping = threading.Event()
 
@@ -96,6 +106,26 @@ class WebServer:
             item.close()
 
 
+def shared_listener(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes may bind too (``SO_REUSEPORT``);
+    ``::`` is dual-stack where the host supports it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    dualstack = host == "::" and socket.has_dualstack_ipv6()
+    return socket.create_server((host, port), family=family, backlog=1024, reuse_port=True, dualstack_ipv6=dualstack)
+
+
+def watch_launcher(web: "WebServer", interval: float = 1.0) -> None:
+    """Stop ``web`` once the launcher that started this process is gone."""
+
+    def watch() -> None:
+        while not web._stopping.wait(interval):
+            if launcher_gone("web"):
+                web.stop()
+                return
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
 def start_health_server(config, database):
     """``/health`` (database reachable) and ``/metrics`` on their own small waitress server, or None."""
     host, port = health.health_address(config, HEALTH_PORT, HEALTH_BIND)
@@ -111,14 +141,18 @@ def start_health_server(config, database):
     return server
 
 
-def run(config) -> None:
-    """Serve the web application until SIGTERM or SIGINT."""
+def run(config) -> int:
+    """Serve the web application until SIGTERM or SIGINT; with ``web_server.processes``
+    above 1, run that many processes doing so.  Returns the exit status."""
     from pyramid_app import make_app
     from schema.session import Database
 
+    host, port = listen_address(config)
+    index = process_index()  # set in the processes of a multi-process server
+    if config.web_server.processes > 1 and index is None:
+        return run_processes(config, config.web_server.processes, "pyramid_app.server", "web", port)
     database = Database(config)
     wakeup.use_directory(wakeup.directory_for(config))  # messages sent through the API wake the workers
-    host, port = listen_address(config)
     stop_requested = threading.Event()
     web = None
 
@@ -131,11 +165,14 @@ def run(config) -> None:
     # Handlers before the socket is bound: a SIGTERM that arrives once the port
     # answers must always stop the server gracefully.
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    web = WebServer(make_app(config, database), host, port, threads=config.web_server.max_threads)
+    web = WebServer(make_app(config, database), host, port, threads=config.web_server.max_threads,
+                    reuse_port=index is not None)
     if stop_requested.is_set():
         web.stop()
-    health_server = start_health_server(config, database)
-    log.info("web_server.started", extra={"addresses": [f"{h}:{p}" for h, p in web.addresses]})
+    if index is not None:
+        watch_launcher(web)
+    health_server = start_health_server(config, database) if not index else None
+    log.info("web_server.started", extra={"addresses": [f"{h}:{p}" for h, p in web.addresses], "index": index})
     try:
         web.serve()
     finally:
@@ -145,6 +182,7 @@ def run(config) -> None:
             health_server.close()
         database.dispose()
         log.info("web_server.stopped")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load(args.config)
     logging_setup.configure(config, "web-server")
-    run(config)
-    return 0
+    return run(config)
 
 
 if __name__ == "__main__":

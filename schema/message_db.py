@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import email.header
 import functools
+import hashlib
 import email.parser
 import email.policy
 import logging
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 #: Largest piece of raw message kept in one row (MariaDB's default packet limit is 16 MB).
 RAW_CHUNK_BYTES = 4 * 1024 * 1024
+#: How long a process waits for another to finish creating a raw table (MariaDB).
+RAW_TABLE_LOCK_SECONDS = 30
 #: Schema version of a freshly created message database (Postal's migrations 1-20).
 POSTAL_SCHEMA_VERSION = 20
 #: live_stats rows older than this restart their count.
@@ -570,17 +573,45 @@ class MessageDB:
     # -- raw message storage --------------------------------------------
 
     def _ensure_raw_table(self, conn: Connection, name: str) -> Table:
+        """The raw table ``name``, created with its ``raw_message_sizes`` row the first time.
+
+        Many processes (on many hosts) may store the first message of a day
+        at once.  On SQLite the caller's transaction (``BEGIN IMMEDIATE``)
+        already serialises them.  On MariaDB, where ``CREATE TABLE`` commits
+        by itself, creation runs on a connection of its own under a named
+        lock (``GET_LOCK``), so exactly one process creates the table and its
+        size row while the others wait, then find both.
+        """
         table = raw_table(name)
-        if name not in self._known_raw_tables:
-            if not inspect(conn).has_table(name):
-                table.create(conn, checkfirst=True)
-                exists = conn.execute(
-                    select(raw_message_sizes.c.id).where(raw_message_sizes.c.table_name == name)
-                ).first()
-                if exists is None:
-                    conn.execute(insert(raw_message_sizes).values(table_name=name, size=0))
-            self._known_raw_tables.add(name)
+        if name in self._known_raw_tables:
+            return table
+        if not self.is_mysql:
+            self._create_raw_table(conn, table)
+        else:
+            lock = "postald-raw-" + hashlib.sha1(f"{self.name}/{name}".encode()).hexdigest()[:40]
+            with self.engine.connect() as own:
+                if not own.execute(text("SELECT GET_LOCK(:lock, :wait)"),
+                                   {"lock": lock, "wait": RAW_TABLE_LOCK_SECONDS}).scalar():
+                    raise OperationalError(f"GET_LOCK({lock!r})", {}, TimeoutError(
+                        f"waited {RAW_TABLE_LOCK_SECONDS}s for another process to create raw table {name}"))
+                try:
+                    self._create_raw_table(own, table)
+                    own.commit()
+                finally:
+                    own.execute(text("SELECT RELEASE_LOCK(:lock)"), {"lock": lock})
+        self._known_raw_tables.add(name)
         return table
+
+    @staticmethod
+    def _create_raw_table(conn: Connection, table: Table) -> None:
+        if inspect(conn).has_table(table.name):
+            return
+        table.create(conn)
+        exists = conn.execute(
+            select(raw_message_sizes.c.id).where(raw_message_sizes.c.table_name == table.name)
+        ).first()
+        if exists is None:
+            conn.execute(insert(raw_message_sizes).values(table_name=table.name, size=0))
 
     def _write_chunks(self, conn: Connection, table: Table, data: bytes) -> int:
         chunks = [data[i : i + RAW_CHUNK_BYTES] for i in range(0, len(data), RAW_CHUNK_BYTES)] or [b""]

@@ -46,7 +46,7 @@ from postald import metrics, wakeup
 from postald.health import start_health_server
 from postald.smtp import replies
 from postald.smtp.backend import DatabaseBackend
-from postald.smtp.processes import process_index, run_processes, watch_launcher
+from postald.processes import process_index, run_processes, watch_launcher
 from postald.smtp.protocol import SessionSettings, SMTPSession, new_trace_id
 
 log = logging.getLogger("postald.smtp.server")
@@ -364,11 +364,12 @@ class Connection:
 def run(config, shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> int:
     """Run the SMTP server until SIGTERM or SIGINT (gevent must already be monkey
     patched); with ``smtp_server.processes`` above 1, run that many of them
-    (:mod:`postald.smtp.processes`).  Returns the exit status."""
+    (:mod:`postald.processes`).  Returns the exit status."""
     from schema.session import Database
 
     if config.smtp_server.processes > 1 and process_index() is None:
-        return run_processes(config, config.smtp_server.processes)
+        port = int(config.environ.get("PORT") or config.smtp_server.default_port)
+        return run_processes(config, config.smtp_server.processes, "postald.smtp.server", "smtp", port)
 
     stopping = gevent.event.Event()
 

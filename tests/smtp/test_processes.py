@@ -8,64 +8,15 @@ import signal
 import smtplib
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from tests.smtp.conftest import ROOT, free_port, wait_for_port
+from tests.support.processes import children_of, gone, listens_on, wait_until
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return sorted(found)
-
-
-def listening_inodes(port: int) -> set[str]:
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as lines:
-            next(lines)
-            for line in lines:
-                fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
-                    inodes.add(fields[9])
-    return inodes
-
-
-def listens_on(pid: int, port: int) -> bool:
-    wanted = listening_inodes(port)
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        match = re.fullmatch(r"socket:\[(\d+)\]", target)
-        if match and match.group(1) in wanted:
-            return True
-    return False
-
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def send(port: int, index: int) -> None:
@@ -154,13 +105,6 @@ def test_processes_stop_when_their_launcher_is_killed(launcher):
     children = children_of(process.pid)
     process.kill()
     process.wait(timeout=10)
-
-    def gone(pid: int) -> bool:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except OSError:
-            return True
 
     wait_until(lambda: all(gone(pid) for pid in children), timeout=40, what="orphaned processes to stop")
     with pytest.raises(OSError):

@@ -140,3 +140,44 @@ def test_statistics_count_every_period_whether_or_not_its_row_exists(database):
     for period in ("daily", "monthly", "yearly"):
         [row] = db.statistics(period, 0)
         assert (row["incoming"], row["outgoing"]) == (3, 1), period
+
+
+def test_processes_storing_a_days_first_message_at_once_create_its_raw_table_once(database, config):
+    """Separate processes (here: separate Database objects, each with its own
+    pools and table cache) racing to store the first message of a day."""
+    import threading
+    import time as time_module
+
+    from schema.session import Database
+
+    server_id = make_server(database)
+    contenders = [Database(config) for _ in range(6)]
+    try:
+        for round_number in range(3):
+            day = time_module.time() + 86400 * (10 + round_number)  # a day no table exists for yet
+            barrier = threading.Barrier(len(contenders))
+            errors = []
+
+            def store(db):
+                try:
+                    message_db = db.message_db(server_id)
+                    barrier.wait(timeout=30)
+                    with message_db.engine.begin() as conn:
+                        message_db._store_raws(conn, day, [(b"Subject: race\r\n\r\n", b"body\r\n")])
+                except Exception as exc:  # collected: the assertion below shows them
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=store, args=(db,)) for db in contenders]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert errors == []
+            name = mdb.raw_table_name_for(day)
+            with database.message_db(server_id).engine.connect() as conn:
+                sizes = conn.execute(select(mdb.raw_message_sizes.c.size)
+                                     .where(mdb.raw_message_sizes.c.table_name == name)).scalars().all()
+            assert len(sizes) == 1 and sizes[0] == len(contenders) * len(b"Subject: race\r\n\r\nbody\r\n")
+    finally:
+        for db in contenders:
+            db.dispose()

@@ -2,15 +2,19 @@
 Pyramid-on-waitress hello-world measured the same way in the same run.
 
     .venv/bin/python scripts/bench/api/run.py [--duration 10] [--connections 10] [--threads 5]
+                                              [--processes N]
                                               [--database-url mysql+pymysql://root@127.0.0.1:3306]
 
 Both servers run as their own processes with the same number of waitress
-threads; the load comes from ``wrk`` (Debian package ``wrk``) with
+threads: the hello-world as one process, postald's web server once as one
+process and once with ``web_server.processes`` = ``--processes`` (default:
+the number of CPU cores).  The load comes from ``wrk`` (Debian package ``wrk``) with
 ``post.lua``, or from a small threaded Python client when wrk is not
 installed.  Every ``send/message`` stores and queues one message (SQLite in a
 temporary directory by default; a MariaDB server URL to use fresh databases
-there instead).  The figures printed are requests per second for each, and
-their ratio (the target is send/message at one third of hello-world or more).
+there instead).  The figures printed are requests per second for each, the
+CPU time the server's processes spent per request, and the ratio to
+hello-world (the target is send/message at one third of hello-world or more).
 """
 
 from __future__ import annotations
@@ -32,21 +36,24 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from tests.support.processes import free_port, stop_process, wait_for_port  # noqa: E402
+from tests.support.dns_server import DNSServer  # noqa: E402
+from tests.support.processes import (children_of, free_port, listens_on, stop_process,  # noqa: E402
+                                     wait_for_port, wait_until)
 WEB_HOST = "postal.bench"
 
 
 # -- the Postal side --------------------------------------------------------------------
 
-def bench_environ(data_dir: str, port: int, threads: int, database_url: str | None) -> tuple[dict, str | None]:
+def bench_environ(data_dir: str, port: int, threads: int, database_url: str | None,
+                  dns_port: int) -> tuple[dict, str | None]:
     environ = {
         "POSTAL_DATA_DIR": data_dir,
         "POSTAL_SIGNING_KEY_PATH": os.path.join(data_dir, "signing.key"),
         "SILENCE_POSTAL_CONFIG_MESSAGES": "true",
         "POSTAL_WEB_HOSTNAME": WEB_HOST,
         "DNS_RETURN_PATH_DOMAIN": "rp.postal.bench",
-        # A closed loopback port: the Received header's PTR lookup fails at once (and stays local).
-        "DNS_NAMESERVERS": f"127.0.0.1:{free_port()}",
+        # A loopback DNS server answering NXDOMAIN: the Received header's PTR lookup fails at once.
+        "DNS_NAMESERVERS": f"127.0.0.1:{dns_port}",
         "DNS_TIMEOUT": "1",
         "LOGGING_ENABLED": "false",
         "PORT": str(port),
@@ -149,14 +156,14 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_cpu(pid: int, run) -> tuple[dict, float | None]:
-    """``run()``'s result and the milliseconds of CPU process ``pid`` spent per request."""
-    before = cpu_seconds(pid)
+def measure_cpu(pids: list[int], run) -> tuple[dict, float | None]:
+    """``run()``'s result and the milliseconds of CPU the processes ``pids`` spent per request."""
+    before = [cpu_seconds(pid) for pid in pids]
     result = run()
-    after = cpu_seconds(pid)
-    if before is None or after is None or not result["requests"]:
+    after = [cpu_seconds(pid) for pid in pids]
+    if None in before or None in after or not result["requests"]:
         return result, None
-    return result, (after - before) * 1000 / result["requests"]
+    return result, (sum(after) - sum(before)) * 1000 / result["requests"]
 
 
 def measure(port: int, path: str, args, body: str | None = None, key: str | None = None) -> dict:
@@ -167,57 +174,82 @@ def measure(port: int, path: str, args, body: str | None = None, key: str | None
 
 # -- main ---------------------------------------------------------------------------------------
 
+def run_api(environ: dict, data_dir: str, processes: int, args, body: str, key: str) -> tuple[dict, float | None]:
+    """Start the web server with ``processes`` processes, load it; the result and its CPU per request."""
+    env = {**os.environ, **environ, "WEB_SERVER_PROCESSES": str(processes)}
+    api = subprocess.Popen([sys.executable, "-m", "pyramid_app.server"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=data_dir)
+    port = int(environ["PORT"])
+    try:
+        wait_for_port(port, api)
+        if processes > 1:  # every process up and listening, not only the first
+            wait_until(lambda: len(children_of(api.pid)) == processes
+                       and all(listens_on(pid, port) for pid in children_of(api.pid)),
+                       timeout=60, what="the web server processes")
+        measure(port, "/api/v1/send/message", argparse.Namespace(**{**vars(args), "duration": 1}), body, key)
+        return measure_cpu([api.pid, *children_of(api.pid)],
+                           lambda: measure(port, "/api/v1/send/message", args, body, key))
+    finally:
+        stop_process(api)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per server (default 10)")
     parser.add_argument("--connections", type=int, default=10, help="concurrent connections (default 10)")
     parser.add_argument("--threads", type=int, default=5, help="waitress threads of each server (default 5)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="web_server.processes of the second send/message run (default: CPU cores)")
     parser.add_argument("--database-url", help="a MariaDB server URL, e.g. mysql+pymysql://root@127.0.0.1:3306")
     parser.add_argument("--python-client", action="store_true", help="use the Python client even if wrk is installed")
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="postald-bench-")
     api_port, hello_port = free_port(), free_port()
-    environ, prefix = bench_environ(data_dir, api_port, args.threads, args.database_url)
+    dns_server = DNSServer({}).start()
+    environ, prefix = bench_environ(data_dir, api_port, args.threads, args.database_url, dns_server.port)
     database, server_id, key, sender = prepare(environ)
     body = json.dumps({"to": ["rcpt@example.org"], "from": f"Bench <{sender}>", "subject": "Benchmark",
                        "plain_body": "Hello from the benchmark.\n" * 20, "html_body": "<p>Hello</p>",
                        "tag": "bench"})
-    api = subprocess.Popen([sys.executable, "-m", "pyramid_app.server"], env={**os.environ, **environ},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=data_dir)
     hello = subprocess.Popen([sys.executable, str(HERE / "hello_app.py"), str(hello_port), str(args.threads)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backend = "MariaDB" if args.database_url else "SQLite"
+    client = "wrk" if shutil.which("wrk") and not args.python_client else "python client"
+    print(f"load: {client}, {args.connections} connections, {args.duration}s each; "
+          f"waitress threads: {args.threads}; database: {backend}")
+    runs = [1] + ([args.processes] if args.processes > 1 else [])
     try:
-        wait_for_port(api_port, api)
         wait_for_port(hello_port, hello)
-        backend = "MariaDB" if args.database_url else "SQLite"
-        client = "wrk" if shutil.which("wrk") and not args.python_client else "python client"
-        print(f"load: {client}, {args.connections} connections, {args.duration}s each; "
-              f"waitress threads: {args.threads}; database: {backend}")
         measure(hello_port, "/", argparse.Namespace(**{**vars(args), "duration": 1}))  # warm-up
-        measure(api_port, "/api/v1/send/message", argparse.Namespace(**{**vars(args), "duration": 1}), body, key)
-        stored_before = database.message_db(server_id).count_messages()
-        hello_result, hello_cpu = measure_cpu(hello.pid, lambda: measure(hello_port, "/", args))
-        api_result, api_cpu = measure_cpu(
-            api.pid, lambda: measure(api_port, "/api/v1/send/message", args, body, key))
-        stored = database.message_db(server_id).count_messages() - stored_before
+        hello_result, hello_cpu = measure_cpu([hello.pid], lambda: measure(hello_port, "/", args))
     finally:
-        stop_process(api)
         stop_process(hello)
+    results = []
+    stored_before = database.message_db(server_id).count_messages()
+    for processes in runs:
+        results.append((processes, *run_api(environ, data_dir, processes, args, body, key)))
+    stored = database.message_db(server_id).count_messages() - stored_before
+
     def cpu(value: float | None) -> str:
         return f"{value:.3f} ms" if value is not None else "n/a"
 
-    print(f"hello-world (Pyramid on waitress): {hello_result['rate']:9.1f} requests/s   "
+    print(f"hello-world (Pyramid on waitress, 1 process): {hello_result['rate']:9.1f} requests/s   "
           f"p99 {hello_result['p99']}   errors {hello_result['errors']}   CPU/request {cpu(hello_cpu)}")
-    print(f"send/message (stored + queued):   {api_result['rate']:9.1f} requests/s   "
-          f"p99 {api_result['p99']}   errors {api_result['errors']}   CPU/request {cpu(api_cpu)}")
-    print(f"ratio send/message / hello-world: {api_result['rate'] / hello_result['rate']:.2f} (target >= 0.33)")
-    print(f"messages stored during the run: {stored} for {api_result['requests']} completed requests")
+    for processes, result, cpu_per_request in results:
+        label = f"send/message, {processes} process{'es' if processes > 1 else ''}:"
+        print(f"{label:46s} {result['rate']:9.1f} requests/s   p99 {result['p99']}   errors {result['errors']}   "
+              f"CPU/request {cpu(cpu_per_request)}   ratio {result['rate'] / hello_result['rate']:.2f}")
+    print("target: send/message at >= 0.33 of hello-world (send/message = stored + queued before the reply)")
+    completed = sum(result["requests"] for _, result, _ in results)
+    print(f"messages stored during the runs: {stored} for {completed} completed requests (and the warm-ups)")
     database.dispose()
     if prefix:
         drop_databases(args.database_url, prefix)
     shutil.rmtree(data_dir, ignore_errors=True)
-    return 0 if stored >= api_result["requests"] and api_result["errors"] == 0 else 1
+    dns_server.stop()
+    errors = sum(result["errors"] for _, result, _ in results)
+    return 0 if stored >= completed and errors == 0 else 1
 
 
 if __name__ == "__main__":

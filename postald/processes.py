@@ -1,10 +1,14 @@
-"""Several SMTP server processes on one port (``smtp_server.processes``, beyond Postal).
+"""Several server processes on one port (beyond Postal): ``smtp_server.processes``
+and ``web_server.processes``.
 
-One gevent hub runs on one CPU core.  With ``smtp_server.processes`` above 1,
-``postal smtp-server`` becomes a small launcher: it starts that many SMTP
-server processes (``python -m postald.smtp.server``), each binding the same
-port with ``SO_REUSEPORT`` so that the kernel spreads new connections across
-them, and each an ordinary single-hub server in every other respect.
+A Python process runs its code on one CPU core at a time (one gevent hub for
+the SMTP server, waitress's threads under one interpreter lock for the web
+server).  With ``processes`` above 1, ``postal smtp-server`` or ``postal
+web-server`` becomes a small launcher: it starts that many server processes
+(``python -m postald.smtp.server`` or ``python -m pyramid_app.server``), each
+binding the same port with ``SO_REUSEPORT`` so that the kernel spreads new
+connections across them, and each an ordinary single-process server in every
+other respect.
 
 - The first process runs the health server; ``/metrics`` adds up the counters
   of every process (prometheus_client's multiprocess mode, in a temporary
@@ -33,12 +37,12 @@ import time
 import gevent
 import gevent.event
 
-log = logging.getLogger("postald.smtp.processes")
+log = logging.getLogger("postald.processes")
 
 #: The index of a process started by the launcher (0 runs the health server).
-PROCESS_INDEX_ENV = "POSTALD_SMTP_PROCESS_INDEX"
+PROCESS_INDEX_ENV = "POSTALD_PROCESS_INDEX"
 #: The launcher's pid, which a process watches so that it never outlives it.
-LAUNCHER_PID_ENV = "POSTALD_SMTP_LAUNCHER_PID"
+LAUNCHER_PID_ENV = "POSTALD_LAUNCHER_PID"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 RESTART_DELAY_MIN = 1.0
@@ -53,16 +57,29 @@ def process_index() -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+def launcher_pid() -> int | None:
+    """The pid of the launcher that started this process, else None."""
+    value = os.environ.get(LAUNCHER_PID_ENV)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def launcher_gone(name: str) -> bool:
+    """True (and logged) when this process was started by a launcher that is gone."""
+    launcher = launcher_pid()
+    if launcher is None or os.getppid() == launcher:
+        return False
+    log.warning(f"{name}.launcher_gone", extra={"launcher_pid": launcher})
+    return True
+
+
 def watch_launcher(stopping: gevent.event.Event, interval: float = 1.0) -> None:
-    """Set ``stopping`` once the launcher that started this process is gone."""
-    launcher = os.environ.get(LAUNCHER_PID_ENV)
-    if not launcher or not launcher.isdigit():
+    """In a gevent process: set ``stopping`` once the launcher that started it is gone."""
+    if launcher_pid() is None:
         return
 
     def watch() -> None:
         while not stopping.is_set():
-            if os.getppid() != int(launcher):
-                log.warning("smtp.launcher_gone", extra={"launcher_pid": int(launcher)})
+            if launcher_gone("smtp"):
                 stopping.set()
                 return
             gevent.sleep(interval)
@@ -80,11 +97,16 @@ class _Child:
 
 
 class Launcher:
-    """Starts, watches and stops the SMTP server processes."""
+    """Starts, watches and stops the server processes: ``count`` runs of
+    ``python -m module`` listening on ``port``; ``name`` prefixes its log events."""
 
-    def __init__(self, config, count: int, environ: dict[str, str] | None = None):
+    def __init__(self, config, count: int, module: str, name: str, port: int,
+                 environ: dict[str, str] | None = None):
         self.config = config
         self.count = count
+        self.module = module
+        self.name = name
+        self.port = port
         self.environ = dict(config.environ if environ is None else environ)
         self.stopping = gevent.event.Event()
         self.children = [_Child(index) for index in range(count)]
@@ -99,11 +121,10 @@ class Launcher:
         return env
 
     def _start(self, child: _Child) -> None:
-        child.process = subprocess.Popen([sys.executable, "-m", "postald.smtp.server"],
-                                         env=self._child_environ(child.index))
+        child.process = subprocess.Popen([sys.executable, "-m", self.module], env=self._child_environ(child.index))
         child.started = time.monotonic()
         child.restart_at = None
-        log.info("smtp.process_started", extra={"index": child.index, "pid": child.process.pid})
+        log.info(f"{self.name}.process_started", extra={"index": child.index, "pid": child.process.pid})
 
     def _reap(self, child: _Child) -> None:
         """Note an unexpected exit of ``child`` and schedule its restart."""
@@ -113,7 +134,7 @@ class Launcher:
         child.delay = RESTART_DELAY_MIN if ran >= STABLE_AFTER else min(child.delay * 2, RESTART_DELAY_MAX)
         child.restart_at = time.monotonic() + child.delay
         child.process = None
-        log.error("smtp.process_exited", extra={"index": child.index, "pid": process.pid,
+        log.error(f"{self.name}.process_exited", extra={"index": child.index, "pid": process.pid,
                                                 "status": process.returncode, "restart_in": child.delay})
 
     def _mark_dead(self, pid: int) -> None:
@@ -124,12 +145,11 @@ class Launcher:
             multiprocess.mark_process_dead(pid, directory)
 
     def run(self) -> int:
-        port = int(self.environ.get("PORT") or self.config.smtp_server.default_port)
-        if port == 0:
-            print("postal smtp-server: smtp_server.processes above 1 needs a fixed port", file=sys.stderr)
+        if self.port == 0:
+            print(f"{self.module}: running several processes needs a fixed port", file=sys.stderr)
             return 1
         if not self.environ.get(MULTIPROC_ENV):
-            self._own_metrics_dir = tempfile.mkdtemp(prefix="postald-smtp-metrics-")
+            self._own_metrics_dir = tempfile.mkdtemp(prefix=f"postald-{self.name}-metrics-")
             self.environ[MULTIPROC_ENV] = self._own_metrics_dir
 
         def on_signal(name: str) -> None:
@@ -168,10 +188,11 @@ class Launcher:
             # A process still starting up when asked to stop ends by the signal itself.
             clean = status in (0, -signal.SIGTERM)
             failed += not clean
-            log.log(logging.INFO if clean else logging.ERROR, "smtp.process_stopped",
+            log.log(logging.INFO if clean else logging.ERROR, f"{self.name}.process_stopped",
                     extra={"pid": process.pid, "status": status})
         return 1 if failed else 0
 
 
-def run_processes(config, count: int) -> int:
-    return Launcher(config, count).run()
+def run_processes(config, count: int, module: str, name: str, port: int) -> int:
+    """Run ``count`` processes of ``python -m module`` on ``port`` until SIGTERM or SIGINT; the exit status."""
+    return Launcher(config, count, module, name, port).run()
