@@ -873,18 +873,21 @@ class MessageDB:
         message_values: dict | None = None,
         raw: tuple[bytes, bytes | None] | None = None,
         live_stats: str | None = None,
+        raw_body_stored: tuple[str, int] | None = None,
     ) -> dict:
         """Record a delivery attempt and update the message's status as Postal does.
 
         In the same transaction, optionally: more ``message_values`` for the
         message row, a new ``raw`` (headers, body) for it (the returned dict
         then has ``raw_values``, the row's new raw columns) and one more
-        ``live_stats`` count of that type.
+        ``live_stats`` count of that type.  ``raw_body_stored`` names (raw
+        table, row id) a stored body equal to the new raw's body: when it is
+        in the table the new raw goes to, only the headers are written.
         """
         return self.add_deliveries([dict(
             message_id=message_id, status=status, details=details, output=output, sent_with_ssl=sent_with_ssl,
             log_id=log_id, time_taken=time_taken, code=code, hold_expiry_days=hold_expiry_days,
-            message_values=message_values, raw=raw, live_stats=live_stats,
+            message_values=message_values, raw=raw, live_stats=live_stats, raw_body_stored=raw_body_stored,
         )])[0]
 
     def add_deliveries(self, requests: list[dict]) -> list[dict]:
@@ -917,7 +920,7 @@ class MessageDB:
                           hold_expiry=timestamp + expiry_days * 86400 if held else None)
             updates.append(values)
             if request.get("raw") is not None:
-                raws.append((len(updates) - 1, request["raw"]))
+                raws.append((len(updates) - 1, request["raw"], request.get("raw_body_stored")))
             if held:
                 counters["held"] = counters.get("held", 0) + 1
             elif status in ("Bounced", "HardFail"):
@@ -927,8 +930,13 @@ class MessageDB:
         raw_values: dict[int, dict] = {}
         with self.engine.begin() as conn:
             if raws:
-                stored = self._store_raws(conn, timestamp, [raw for _, raw in raws])
-                for (index, (headers, body)), values in zip(raws, stored):
+                day_table = raw_table_name_for(timestamp)
+                reused = [stored_body is not None and stored_body[0] == day_table for _, _, stored_body in raws]
+                stored = self._store_raws(conn, timestamp, [(headers, None if reuse else body)
+                                                            for (_, (headers, body), _), reuse in zip(raws, reused)])
+                for (index, (headers, body), stored_body), reuse, values in zip(raws, reused, stored):
+                    if reuse:
+                        values["raw_body_id"] = stored_body[1]
                     raw_values[index] = {**values, "size": str(raw_size(headers, body))}
                     updates[index].update(raw_values[index])
             delivery_ids = conn.execute(_INSERT_DELIVERIES, rows).scalars().all()

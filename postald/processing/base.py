@@ -237,6 +237,8 @@ class Job:
         #: Written with the next delivery, in its transaction (see add_delivery): a new raw
         #: message (headers, body), more values for the message row, a live_stats count.
         self.unsaved_raw: tuple[bytes, bytes | None] | None = None
+        #: (raw table, row id) of a stored body equal to ``unsaved_raw``'s, which may be kept.
+        self.unsaved_raw_body_stored: tuple[str, int] | None = None
         self.pending_values: dict[str, Any] = {}
         self.pending_live_stats: str | None = None
         #: Set once the queued row has been removed or requeued.
@@ -316,6 +318,7 @@ class Job:
                    "time_taken": None if time is None else round(float(time), 2)}
         if extras:
             for name, value in (("message_values", self.pending_values or None), ("raw", self.unsaved_raw),
+                                ("raw_body_stored", self.unsaved_raw_body_stored if self.unsaved_raw else None),
                                 ("live_stats", self.pending_live_stats)):
                 if value is not None:
                     request[name] = value
@@ -325,6 +328,7 @@ class Job:
         """After a delivery has been stored: update the message in memory, count it, fire its event."""
         status, details = delivery["status"], delivery["details"]
         self.pending_values, self.unsaved_raw, self.pending_live_stats = {}, None, None
+        self.unsaved_raw_body_stored = None
         raw_values = delivery.pop("raw_values", None)
         if raw_values:
             self.message.row.update(raw_values)

@@ -141,6 +141,9 @@ def add_outgoing_headers(job: Job):
     headers.append(f"X-Postal-MsgID: {message.token}".encode())
     signed = b"".join(h + b"\r\n" for h in headers) + raw
     message_headers, body = _split(signed)
+    row = message.row
+    if body == message._body_raw and row.get("raw_table") and row.get("raw_body_id"):
+        job.unsaved_raw_body_stored = (row["raw_table"], row["raw_body_id"])  # only the headers changed
     # Kept in memory and stored with the delivery (Job.add_delivery): the write stays
     # out of the time between accepting a message and delivering it.
     message._headers_raw, message._body_raw, message._headers = message_headers, body, None

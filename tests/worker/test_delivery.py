@@ -44,6 +44,28 @@ def test_message_is_delivered_to_the_mx_host_found_through_dns(sending, worker, 
     assert sending.queued() == []
 
 
+def test_the_signed_message_is_stored_and_its_unchanged_body_kept(sending, worker, sink):
+    from schema import message_db as mdb
+
+    message = sending.queue()
+    before = sending.message(message.id)
+    body = before.raw_message().split(b"\r\n\r\n", 1)[1]
+    message_db = sending.message_db
+    with message_db.engine.connect() as conn:
+        rows_before = conn.execute(select(mdb.raw_table(before.raw_table).c.id)).all()
+    drain(worker)
+    [received] = sink.wait_for(1)
+    after = sending.message(message.id)
+    stored = after.raw_message()
+    assert f"X-Postal-MsgID: {message.token}\r\n".encode() in stored and stored.endswith(body)
+    assert stored in received.data  # what went out (after the Resent-Sender header) is what is kept
+    assert after.raw_table == before.raw_table and after.raw_body_id == before.raw_body_id  # the body is reused
+    assert after.raw_headers_id != before.raw_headers_id and after.size == str(len(stored))
+    with message_db.engine.connect() as conn:
+        rows_after = conn.execute(select(mdb.raw_table(before.raw_table).c.id)).all()
+    assert len(rows_after) == len(rows_before) + 1  # the new headers only
+
+
 def test_signature_verifies_against_the_domain_key_published_in_dns(sending, worker, sink, config, dns_server, database):
     with database.unit_of_work() as session:
         from schema.main import Domain
