@@ -3,6 +3,7 @@ and a graceful stop on SIGTERM / SIGINT that still answers a request in hand."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,12 +24,14 @@ from tests.conftest import _drop_mariadb_databases
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def server(tmp_path, backend, dns_server):
-    """A web server process of its own with a migrated database and a world in it."""
+@contextlib.contextmanager
+def web_server_process(tmp_path, backend, dns_server, **extra):
+    """A web server process of its own (``python -m pyramid_app.server``, ``extra`` in its
+    environment) with a migrated database and a world in it: ``(process, port, health_port,
+    world, log_path)`` once its port answers.  Stopped (SIGTERM, then SIGKILL) afterwards."""
     port, health_port = free_port(), free_port()
     environ, prefix = api_environ(tmp_path, backend, dns_server, PORT=port, BIND_ADDRESS="127.0.0.1",
-                                  HEALTH_SERVER_PORT=health_port)
+                                  HEALTH_SERVER_PORT=health_port, **extra)
     database = Database(load(path=None, environ=environ))
     upgrade_main(database)
     world = make_world(database)
@@ -38,12 +41,19 @@ def server(tmp_path, backend, dns_server):
                                    stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         wait_for_port(port, process)
-        yield process, port, health_port, world
+        yield process, port, health_port, world, log_path
     finally:
         stop_process(process)
         database.dispose()
         if prefix:
             _drop_mariadb_databases(prefix)
+
+
+@pytest.fixture
+def server(tmp_path, backend, dns_server):
+    """A web server process of its own with a migrated database and a world in it."""
+    with web_server_process(tmp_path, backend, dns_server) as (process, port, health_port, world, _log):
+        yield process, port, health_port, world
 
 
 def send_request_bytes(world, subject: str) -> bytes:

@@ -2,57 +2,32 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from postald.config import load
-from schema.migrate import upgrade_main
-from schema.session import Database
-from tests.api.conftest import api_environ, free_port, make_world, wait_for_port
-from tests.conftest import _drop_mariadb_databases
-from tests.support.processes import children_of, gone, listens_on, wait_until
+from tests.api.conftest import wait_for_port
+from tests.api.test_server import web_server_process
+from tests.support.processes import (children_of, gone, kill_child_and_wait_for_replacement,
+                                     kill_launcher_tree, listens_on, wait_until)
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
 def launcher(tmp_path, backend, dns_server):
-    port, health_port = free_port(), free_port()
-    environ, prefix = api_environ(tmp_path, backend, dns_server, PORT=port, BIND_ADDRESS="127.0.0.1",
-                                  HEALTH_SERVER_PORT=health_port, WEB_SERVER_PROCESSES=2)
-    database = Database(load(path=None, environ=environ))
-    upgrade_main(database)
-    world = make_world(database)
-    log_path = tmp_path / "web.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "pyramid_app.server"], env={**os.environ, **environ},
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        wait_for_port(port, process)
-        wait_until(lambda: len(children_of(process.pid)) == 2, what="two web server processes")
-        wait_until(lambda: all(listens_on(pid, port) for pid in children_of(process.pid)),
-                   what="both processes listening")
-        wait_for_port(health_port, process)
-        yield process, port, health_port, world, log_path
-    finally:
-        pids = children_of(process.pid)
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        database.dispose()
-        if prefix:
-            _drop_mariadb_databases(prefix)
+    with web_server_process(tmp_path, backend, dns_server, WEB_SERVER_PROCESSES=2) as started:
+        process, port, health_port, _world, _log_path = started
+        try:
+            wait_until(lambda: len(children_of(process.pid)) == 2, what="two web server processes")
+            wait_until(lambda: all(listens_on(pid, port) for pid in children_of(process.pid)),
+                       what="both processes listening")
+            wait_for_port(health_port, process)
+            yield started
+        finally:
+            kill_launcher_tree(process)
 
 
 def send(port: int, world, index: int) -> int:
@@ -74,20 +49,7 @@ def test_processes_share_the_port_and_are_replaced_when_they_die(launcher):
     health = requests.get(f"http://127.0.0.1:{health_port}/health", timeout=10)
     assert (health.status_code, health.text) == (200, "OK")
 
-    first, second = children_of(process.pid)
-    os.kill(second, signal.SIGKILL)
-    exited = f"web.process_exited index=1 pid={second} "
-
-    def replaced() -> bool:
-        text = log_path.read_text()
-        return exited in text and "web.process_started index=1" in text.split(exited, 1)[1]
-
-    wait_until(replaced, timeout=60, what="the killed process to be reaped and replaced")
-    wait_until(lambda: len(children_of(process.pid)) == 2 and second not in children_of(process.pid),
-               what="two processes again")
-    wait_until(lambda: all(listens_on(pid, port) for pid in children_of(process.pid)),
-               what="the new process to listen")
-    assert first in children_of(process.pid)
+    kill_child_and_wait_for_replacement(process, port, log_path, "web")
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda i: send(port, world, i), range(40, 50)))
     assert world.message_count() == 50

@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from tests.smtp.conftest import ROOT, free_port, wait_for_port
-from tests.support.processes import children_of, gone, listens_on, wait_until
+from tests.support.processes import (children_of, gone, kill_child_and_wait_for_replacement,
+                                     kill_launcher_tree, listens_on, wait_until)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -50,15 +51,7 @@ def launcher(world, tmp_path):
         wait_for_port(health_port, process)
         yield process, port, health_port, tmp_path / "output.log"
     finally:
-        pids = children_of(process.pid)
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_launcher_tree(process)
 
 
 def test_processes_share_the_port_and_add_up_their_metrics(launcher, world):
@@ -72,20 +65,7 @@ def test_processes_share_the_port_and_add_up_their_metrics(launcher, world):
     assert metric(exposition, "postal_smtp_server_connections_total") >= 40
 
     # A process that dies is replaced; what it counted stays in the sums.
-    first, second = children_of(process.pid)
-    os.kill(second, signal.SIGKILL)
-    exited = f"smtp.process_exited index=1 pid={second} "
-
-    def replaced() -> bool:
-        text = output.read_text()
-        return exited in text and "smtp.process_started index=1" in text.split(exited, 1)[1]
-
-    wait_until(replaced, timeout=60, what="the killed process to be reaped and replaced")
-    wait_until(lambda: len(children_of(process.pid)) == 2 and second not in children_of(process.pid),
-               what="two processes again")
-    wait_until(lambda: all(listens_on(pid, port) for pid in children_of(process.pid)),
-               what="the new process to listen")
-    assert first in children_of(process.pid)
+    kill_child_and_wait_for_replacement(process, port, output, "smtp")
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda i: send(port, i), range(40, 50)))
     assert len(world.messages_with_subject_prefix("processes ")) == 50

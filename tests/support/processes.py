@@ -114,3 +114,36 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition", interv
             return
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_child_and_wait_for_replacement(launcher: subprocess.Popen, port: int, log_path, name: str) -> None:
+    """SIGKILL the second of a launcher's two server processes; wait until the
+    launcher has logged ``<name>.process_exited`` and started another, and both
+    listen on ``port`` again.  The first process must have kept running."""
+    first, second = children_of(launcher.pid)
+    os.kill(second, 9)
+    exited = f"{name}.process_exited index=1 pid={second} "
+
+    def replaced() -> bool:
+        text = log_path.read_text()
+        return exited in text and f"{name}.process_started index=1" in text.split(exited, 1)[1]
+
+    wait_until(replaced, timeout=60, what="the killed process to be reaped and replaced")
+    wait_until(lambda: len(children_of(launcher.pid)) == 2 and second not in children_of(launcher.pid),
+               what="two processes again")
+    wait_until(lambda: all(listens_on(pid, port) for pid in children_of(launcher.pid)),
+               what="the new process to listen")
+    assert first in children_of(launcher.pid)
+
+
+def kill_launcher_tree(launcher: subprocess.Popen) -> None:
+    """SIGKILL a launcher and whatever server processes it still has."""
+    pids = children_of(launcher.pid)
+    if launcher.poll() is None:
+        launcher.kill()
+        launcher.wait(timeout=10)
+    for pid in pids:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
