@@ -158,34 +158,13 @@ def strip_address(value: str | None) -> str:
     return _COMMENT.sub("", text).strip()
 
 
-def authenticated_domain_for_address(connection, server, address: str | None) -> int | None:
-    """The id of the verified domain that lets ``server`` send as ``address``, or None.
-
-    The address is split at its *first* ``@``: ``a@x.com, b@y.com`` has the
-    domain ``x.com, b@y.com``, which no domain is named, so only a server's
-    "use for any" domain can authorise it.
-    """
-    bare = strip_address(address)
-    local, _, domain = bare.partition("@")
-    if not local or not domain:
-        return None
-    if "@" in domain:
-        domain = domain.replace("@", "%")  # never a domain name; keeps the use-for-any fallback
-    return domain_service.find_authenticated_domain_id(connection, server, f"{local}@{domain}")
-
-
 def authorised_domain(connection, server, from_values: Iterable[str | None], sender_values: Iterable[str | None] = ()):
-    """The id of the domain authorising a message: every From value must be authorised (the
-    first one's domain is used); failing that, every Sender value when the server allows it.
-    Read on ``connection`` (a SQLAlchemy connection; a session's is ``session.connection()``)."""
-    candidates = [list(from_values)]
-    if server.allow_sender:
-        candidates.append(list(sender_values))
-    for values in candidates:
-        found = [authenticated_domain_for_address(connection, server, value) for value in values or [None]]
-        if all(found):
-            return found[0]
-    return None
+    """The id of the domain authorising a message (see
+    :func:`postald.services.domains.authorised_domain_id`), read on ``connection``
+    (a SQLAlchemy connection; a session's is ``session.connection()``)."""
+    return domain_service.authorised_domain_id(
+        lambda name: domain_service.authenticating_domain_id(connection, server.id, server.organization_id, name),
+        server.allow_sender, {"from": list(from_values), "sender": list(sender_values)})
 
 
 # -- errors ------------------------------------------------------------------------------

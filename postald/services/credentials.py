@@ -88,9 +88,10 @@ def most_specific_network_match(candidates, address: str, key=lambda candidate: 
 USE_PRECISION = dt.timedelta(seconds=60)
 
 
-def use_is_due(last_used_at: dt.datetime | None, now: dt.datetime | None = None) -> bool:
+def use_is_due(last_used_at: dt.datetime | None, now: dt.datetime | None = None,
+               precision: dt.timedelta = USE_PRECISION) -> bool:
     """Whether a credential last used at ``last_used_at`` should record a new use."""
-    return last_used_at is None or (now or utcnow()) - last_used_at > USE_PRECISION
+    return last_used_at is None or (now or utcnow()) - last_used_at >= precision
 
 
 def record_use(engine, credential_id: int, last_used_at: dt.datetime | None,
@@ -99,7 +100,7 @@ def record_use(engine, credential_id: int, last_used_at: dt.datetime | None,
     ``precision``; one short write, its condition repeated in the UPDATE so that
     concurrent users write once.  Returns the credential's last use."""
     now = utcnow()
-    if last_used_at is not None and now - last_used_at < precision:
+    if not use_is_due(last_used_at, now, precision):
         return last_used_at
     due = or_(Credential.last_used_at.is_(None), Credential.last_used_at < now - precision)
     with engine.begin() as connection:

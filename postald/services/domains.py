@@ -172,12 +172,6 @@ def describe(config, domain: Domain) -> dict:
 
 # -- authenticated sending domains ----------------------------------------------
 
-def authenticated_domain_name(address: str | None) -> str | None:
-    """The lower-cased domain part of ``address`` that :func:`find_authenticated_domain_id` looks for."""
-    name = (address or "").rpartition("@")[2].strip().lower().rstrip(">")
-    return name or None
-
-
 def authenticating_domains(columns, name, server_id, organization_id):
     """A select of ``columns`` (plus ``by_name``) of the domains that could
     authenticate a From domain called ``name`` (lower-cased) for a server: the
@@ -226,18 +220,60 @@ def authenticating_domain_id(connection, server_id: int, organization_id: int, n
     return chosen.id if chosen is not None else None
 
 
-def find_authenticated_domain_id(connection, server, address: str) -> int | None:
-    """The id of the verified domain that authenticates ``address`` for outgoing
-    mail from ``server`` (anything with ``id`` and ``organization_id``), read on
-    ``connection`` (a SQLAlchemy connection; a session's is ``session.connection()``).
+_COMMENT = re.compile(r"\([^)]*\)")
 
-    A domain of the same name owned by the server, else by its organization;
-    failing both, a verified server domain marked ``use_for_any`` (by name).
-    """
-    name = authenticated_domain_name(address)
-    if name is None:
+
+def bare_address(value: str | None) -> tuple[str, str] | None:
+    """(local part, domain) of a From/Sender header value, without display name
+    and comments; None when either part is missing."""
+    if not value or not value.strip():
         return None
-    return authenticating_domain_id(connection, server.id, server.organization_id, name)
+    text = value
+    if "<" in text:
+        text = text[text.rindex("<") + 1:]
+    if ">" in text:
+        text = text[:text.index(">")]
+    text = _COMMENT.sub("", text).strip()
+    local, _, domain = text.partition("@")
+    if not local or not domain:
+        return None
+    return local, domain.strip()
+
+
+def authenticated_domain_id(lookup, value: str | None) -> int | None:
+    """The verified domain allowing a server to send as the address in ``value``;
+    ``lookup(name)`` finds the domain id for a lower-cased domain name (as
+    :func:`authenticating_domain_id` does)."""
+    parts = bare_address(value)
+    if parts is None:
+        return None
+    _local, domain = parts
+    if "@" in domain or "," in domain or " " in domain:
+        # Several addresses in one header: no domain has that name, so only a
+        # use-for-any domain can authorise it (the "@" is hidden from the lookup).
+        domain = domain.replace("@", " ")
+    return lookup(domain.lower()) if domain else None
+
+
+def authorised_domain_id(lookup, allow_sender: bool, headers: dict[str, list[str | None]]) -> int | None:
+    """The domain authorising a message's From (or, with the server's "allow
+    sender header" setting, its Sender), for the SMTP server and the API alike:
+    every value of the header must be authorised, and the first one's domain is
+    used.  ``lookup`` is as for :func:`authenticated_domain_id`; each name is
+    looked up once."""
+    found: dict[str, int | None] = {}
+
+    def cached(name: str) -> int | None:
+        if name not in found:
+            found[name] = lookup(name)
+        return found[name]
+
+    for header in (("from", "sender") if allow_sender else ("from",)):
+        values = headers.get(header) or [None]
+        first = authenticated_domain_id(cached, values[0])
+        if first is not None and all(authenticated_domain_id(cached, value) is not None for value in values[1:]):
+            return first
+    return None
 
 
 def find_incoming_domain(session, name: str) -> list[Domain]:

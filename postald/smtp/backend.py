@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from postald.services import credentials as credential_service
+from postald.services import domains as domain_service
 from postald.services import prepared
 from postald.services import servers as server_service
 from postald.smtp import auth, received, routing
@@ -138,8 +139,9 @@ class DatabaseBackend:
 
     def authorised_domain(self, credential: Credential, headers: dict[str, list[str | None]]) -> int | None:
         def work(connection):
-            return routing.authorised_domain_id(
-                lambda name: routing.authenticating_domain_id(connection, credential, name),
+            return domain_service.authorised_domain_id(
+                lambda name: domain_service.authenticating_domain_id(
+                    connection, credential.server_id, credential.organization_id, name),
                 credential.allow_sender, headers)
         return self._read(work)
 

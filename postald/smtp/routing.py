@@ -1,4 +1,5 @@
-"""Who a recipient is for, and whether an authenticated sender may use its From.
+"""Who a recipient is for (whether an authenticated sender may use its From is
+:func:`postald.services.domains.authorised_domain_id`, shared with the API).
 
 Recipient classification (RCPT TO), first matching rule wins:
 
@@ -18,13 +19,10 @@ database connection and returns plain values.
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from postald.services import credentials as credential_service
-from postald.services import domains as domain_service
 from postald.services import endpoints as endpoint_service
 from postald.services import routes as route_service
 from postald.services import servers as server_service
@@ -33,8 +31,6 @@ from postald.smtp import replies
 from postald.smtp.envelope import Credential, Delivery, Recipient, Rejection
 from schema.main import Credential as CredentialRow
 from schema.main import Domain, Organization, Route, Server
-
-_COMMENT = re.compile(r"\([^)]*\)")
 
 
 def credential_value(session, row: CredentialRow) -> Credential | None:
@@ -201,67 +197,6 @@ def deliveries_through(session, route, bounce: bool = False) -> tuple[Delivery, 
         for endpoint in route_service.additional_endpoints(session, route)
     )
     return (first, *extra)
-
-
-# -- sender authorisation --------------------------------------------------------------
-
-
-def bare_address(value: str | None) -> tuple[str, str] | None:
-    """(local part, domain) of a From/Sender header value, without display name
-    and comments; None when either part is missing."""
-    if not value or not value.strip():
-        return None
-    text = value
-    if "<" in text:
-        text = text[text.rindex("<") + 1:]
-    if ">" in text:
-        text = text[:text.index(">")]
-    text = _COMMENT.sub("", text).strip()
-    local, _, domain = text.partition("@")
-    if not local or not domain:
-        return None
-    return local, domain.strip()
-
-
-def authenticating_domain_id(connection, credential: Credential, name: str) -> int | None:
-    """The id of the verified domain that lets ``credential``'s server send from
-    the domain ``name`` (lower-cased); one query."""
-    return domain_service.authenticating_domain_id(connection, credential.server_id, credential.organization_id, name)
-
-
-def authenticated_domain_id(lookup, value: str | None) -> int | None:
-    """The verified domain allowing the server to send as the address in
-    ``value``; ``lookup(name)`` finds the domain id for a lower-cased domain name."""
-    parts = bare_address(value)
-    if parts is None:
-        return None
-    local, domain = parts
-    if "@" in domain or "," in domain or " " in domain:
-        # Several addresses in one header: no domain has that name, so only a
-        # use-for-any domain can authorise it (the "@" is hidden from the lookup).
-        domain = domain.replace("@", " ")
-    name = domain_service.authenticated_domain_name(f"{local}@{domain}")
-    return lookup(name) if name is not None else None
-
-
-def authorised_domain_id(lookup, allow_sender: bool, headers: dict[str, list[str | None]]) -> int | None:
-    """The domain authorising a message's From (or, with the server's "allow
-    sender header" setting, its Sender): every value of the header must be
-    authorised, and the first one's domain is used.  ``lookup`` is as for
-    :func:`authenticated_domain_id`; each name is looked up once."""
-    found: dict[str, int | None] = {}
-
-    def cached(name: str) -> int | None:
-        if name not in found:
-            found[name] = lookup(name)
-        return found[name]
-
-    for header in (("from", "sender") if allow_sender else ("from",)):
-        values = headers.get(header) or [None]
-        first = authenticated_domain_id(cached, values[0])
-        if first is not None and all(authenticated_domain_id(cached, value) is not None for value in values[1:]):
-            return first
-    return None
 
 
 def find_credential_row(session, credential_id: int) -> CredentialRow | None:
