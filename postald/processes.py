@@ -153,7 +153,7 @@ class Launcher:
             self.environ[MULTIPROC_ENV] = self._own_metrics_dir
 
         def on_signal(name: str) -> None:
-            print(f"Received {name} signal, shutting down.", flush=True)
+            print(f"Received {name} signal, shutting down.\n", end="", flush=True)  # one write: processes share stdout
             self.stopping.set()
 
         gevent.signal_handler(signal.SIGTERM, on_signal, "TERM")

@@ -1,24 +1,18 @@
 """``postal run``: every role in one command, supervised.
 
-The SMTP server and the worker run in this process on the gevent hub (so a
-message accepted by SMTP wakes the worker at once, :mod:`postald.wakeup`);
-the web server runs as a child process (``postal web-server``), because
-waitress uses threads.  Each is a :class:`Service`:
-
-* :class:`InProcessService` calls ``factory()`` to build a role object with
-  ``start()`` and ``stop()``.  ``start()`` may return once the role is
-  serving or block while it serves.  If the role also has ``wait()``, which
-  returns (or raises) when the role has ended, an ended role is noticed and
-  restarted; an exception from ``start()`` always is.  A role that runs its
-  own health server (``/health``, ``/metrics``) has a ``health_server``
-  attribute; for any other the service starts one, once, outliving restarts.
-* :class:`ChildService` runs a command; when it exits it is started again.
+Each role runs as a child process, exactly as its own command
+(``postal smtp-server``, ``postal worker``, ``postal web-server``) runs it,
+so the roles use as many CPU cores as there are roles (a Python process runs
+its code on one core at a time) and honour the same settings, such as
+``smtp_server.processes``.  A message accepted by the SMTP server or the API
+still wakes the worker at once, through the installation's wake-up directory
+(:mod:`postald.wakeup`).  Each child is a :class:`ChildService`: when it exits
+it is started again.
 
 Restarts wait with exponential back-off (1 s doubling to 30 s; a service
 that ran for a minute starts again from 1 s).  SIGTERM or SIGINT (Ctrl-C)
-stops the roles, asks the children to exit with SIGTERM and kills whatever
-is still running after ``stop_timeout`` seconds.  A second signal kills at
-once.
+asks the children to exit with SIGTERM and kills whatever is still running
+after ``stop_timeout`` seconds.  A second signal kills at once.
 
 gevent's own ``subprocess`` and ``event`` modules are used explicitly, so
 this works whether or not the standard library has been monkey-patched.
@@ -31,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import gevent
 import gevent.event
@@ -120,52 +114,6 @@ class Service:
             log.warning("service.restarting", extra={"service": self.name, "delay_seconds": delay,
                                                       "starts": self.starts})
             self._stop_event.wait(delay)
-
-
-class InProcessService(Service):
-    """A role object built by ``factory`` and run on this process's hub."""
-
-    kind = "in-process"
-
-    def __init__(self, name: str, factory: Callable[[], Any], backoff: Backoff | None = None,
-                 health: Callable[[], Any] | None = None):
-        super().__init__(name, backoff)
-        self.factory = factory
-        self.health = health
-        self.role: Any = None
-        self.health_server: Any = None
-
-    def run_once(self) -> None:
-        role = self.factory()
-        self.role = role
-        if self.health is not None and self.health_server is None and not hasattr(role, "health_server"):
-            self.health_server = self.health()
-        try:
-            role.start()
-            log.info("service.started", extra={"service": self.name, "kind": self.kind})
-            wait = getattr(role, "wait", None)
-            if callable(wait):
-                wait()
-            else:
-                self._stop_event.wait()
-        finally:
-            if not self.stopping:
-                self._stop_role(role, timeout=5.0)
-
-    def _stop_role(self, role, timeout: float) -> None:
-        try:
-            with gevent.Timeout(timeout):
-                role.stop()
-        except gevent.Timeout:
-            log.warning("service.stop_timeout", extra={"service": self.name, "timeout_seconds": timeout})
-        except Exception:
-            log.exception("service.stop_failed", extra={"service": self.name})
-
-    def _halt(self, timeout: float) -> None:
-        if self.role is not None:
-            self._stop_role(self.role, timeout)
-        if self.health_server is not None:
-            self.health_server.stop(timeout=1)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -297,29 +245,6 @@ def _without_per_process_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in PER_PROCESS_ENV}
 
 
-def _in_process_role(spec, config, database) -> InProcessService | None:
-    from postald.cli.roles import RoleUnavailable, import_role_module
-    from postald.health import start_health_server
-
-    try:
-        module = import_role_module(spec)
-    except RoleUnavailable as exc:
-        log.warning("supervisor.role_skipped", extra={"role": spec.command, "reason": str(exc)})
-        return None
-    role_class = getattr(module, spec.role_class, None)
-    if role_class is None:
-        log.warning("supervisor.role_skipped", extra={
-            "role": spec.command, "reason": f"{spec.module} has no {spec.role_class}"})
-        return None
-    group = config.smtp_server if spec.command == "smtp-server" else config.worker
-
-    def health():
-        return start_health_server(spec.command, config, group.default_health_server_port,
-                                   group.default_health_server_bind_address, check=database.ping)
-
-    return InProcessService(spec.command, lambda: role_class(config, database), health=health)
-
-
 def child_command(command: str, config_path: str | None) -> list[str]:
     """The argv that runs ``postal <command>`` with this interpreter."""
     argv = [sys.executable, "-m", "postald.cli", command]
@@ -329,23 +254,16 @@ def child_command(command: str, config_path: str | None) -> list[str]:
 
 
 def build_supervisor(config_path: str | None, environ: Mapping[str, str]) -> Supervisor:
-    """The services of ``postal run`` for the roles this installation has."""
+    """The services of ``postal run``: one child process per role this installation has."""
     from postald.cli.roles import ROLES, role_available
-    from postald.config import load
-    from schema.session import Database
 
     env = _without_per_process_env(environ)
-    config = load(config_path, environ=env)
-    database = Database(config)
     services: list[Service] = []
-    for command in ("smtp-server", "worker"):
-        service = _in_process_role(ROLES[command], config, database)
-        if service is not None:
-            services.append(service)
-    web = ROLES["web-server"]
-    if role_available(web):
-        services.append(ChildService(web.command, child_command(web.command, config_path), env))
-    else:
-        log.warning("supervisor.role_skipped", extra={
-            "role": web.command, "reason": f"the {web.title} ({web.module}) is not available in this installation"})
-    return Supervisor(services, on_stopped=database.dispose)
+    for spec in ROLES.values():
+        if role_available(spec):
+            services.append(ChildService(spec.command, child_command(spec.command, config_path), env))
+        else:
+            log.warning("supervisor.role_skipped", extra={
+                "role": spec.command,
+                "reason": f"the {spec.title} ({spec.module}) is not available in this installation"})
+    return Supervisor(services)

@@ -34,8 +34,6 @@ from postald.processes import launcher_gone, process_index, run_processes
 
 log = logging.getLogger("pyramid_app.server")
 
-HEALTH_PORT = 9092
-HEALTH_BIND = "127.0.0.1"
 #: How long a stop waits for requests already received.
 STOP_GRACE_SECONDS = 10.0
 #: How often the serving loop looks at the stop flag (seconds).
@@ -128,7 +126,8 @@ def watch_launcher(web: "WebServer", interval: float = 1.0) -> None:
 
 def start_health_server(config, database):
     """``/health`` (database reachable) and ``/metrics`` on their own small waitress server, or None."""
-    host, port = health.health_address(config, HEALTH_PORT, HEALTH_BIND)
+    host, port = health.health_address(config, config.web_server.default_health_server_port,
+                                       config.web_server.default_health_server_bind_address)
     try:
         server = waitress.create_server(health.health_app("web-server", database.ping), host=host, port=port,
                                         threads=1, ident="postal-health")

@@ -2,13 +2,15 @@
 
 Each role lives in its own module, loaded only when its command runs:
 
-================  ==========================  ===========================
-command           entry point                 in-process class (``run``)
-================  ==========================  ===========================
-``smtp-server``   ``postald.smtp.server.run``  ``SMTPServerRole``
-``worker``        ``postald.worker.run``       ``WorkerRole``
-``web-server``    ``pyramid_app.server.run``   (a child process)
-================  ==========================  ===========================
+================  ===========================
+command           entry point
+================  ===========================
+``smtp-server``   ``postald.smtp.server.run``
+``worker``        ``postald.worker.run``
+``web-server``    ``pyramid_app.server.run``
+================  ===========================
+
+``postal run`` runs each of them as a child process.
 
 A role whose module is not installed is reported as unavailable rather than
 with a traceback; ``postal run`` skips it with a warning.
@@ -32,14 +34,13 @@ class RoleSpec:
     command: str
     module: str
     entry_point: str
-    role_class: str | None
     title: str
 
 
 ROLES = {
-    "smtp-server": RoleSpec("smtp-server", "postald.smtp.server", "run", "SMTPServerRole", "SMTP server"),
-    "worker": RoleSpec("worker", "postald.worker", "run", "WorkerRole", "worker"),
-    "web-server": RoleSpec("web-server", "pyramid_app.server", "run", None, "web server"),
+    "smtp-server": RoleSpec("smtp-server", "postald.smtp.server", "run", "SMTP server"),
+    "worker": RoleSpec("worker", "postald.worker", "run", "worker"),
+    "web-server": RoleSpec("web-server", "pyramid_app.server", "run", "web server"),
 }
 
 

@@ -374,7 +374,7 @@ def run(config, shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> int:
     stopping = gevent.event.Event()
 
     def on_signal(name: str) -> None:
-        print(f"Received {name} signal, shutting down.", flush=True)
+        print(f"Received {name} signal, shutting down.\n", end="", flush=True)  # one write: processes share stdout
         stopping.set()
 
     # Handlers first: starting the listeners yields to the hub, so sessions may

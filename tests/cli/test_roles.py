@@ -22,14 +22,14 @@ from tests.conftest import make_test_environ
 
 
 def test_a_missing_role_module_is_unavailable_but_a_broken_one_is_not_hidden(tmp_path, monkeypatch):
-    missing = RoleSpec("mail-sorter", "postald.no_such_role", "run", None, "mail sorter")
+    missing = RoleSpec("mail-sorter", "postald.no_such_role", "run", "mail sorter")
     assert not role_available(missing)
     with pytest.raises(RoleUnavailable, match=r"the mail sorter \(postald.no_such_role\) is not available"):
         import_role_module(missing)
 
     (tmp_path / "broken_role.py").write_text("import a_dependency_that_is_not_installed\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    broken = RoleSpec("broken", "broken_role", "run", None, "broken role")
+    broken = RoleSpec("broken", "broken_role", "run", "broken role")
     assert role_available(broken)
     with pytest.raises(ModuleNotFoundError, match="a_dependency_that_is_not_installed"):
         import_role_module(broken)

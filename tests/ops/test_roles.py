@@ -7,13 +7,16 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import os
+import signal
 import smtplib
 import socket
+import subprocess
+import sys
 import zlib
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
 from postald.config import load
@@ -22,8 +25,9 @@ from schema.main import QueuedMessage, ScheduledTask, WebhookRequest, utcnow
 from schema.migrate import upgrade_main
 from schema.session import Database
 from tests.factories import add_credential, add_domain, make_server
-from tests.ops.roles import POSTAL_METRICS, DatabaseSwitch, RoleProcess, free_port, get, scrape, wait_for
+from tests.ops.roles import ROOT, POSTAL_METRICS, DatabaseSwitch, RoleProcess, free_port, get, scrape, wait_for
 from tests.support.dns_server import DNSServer
+from tests.support.processes import children_of, gone, kill_launcher_tree, listens_on, wait_until
 from tests.support.smtp_sink import SMTPSink
 
 pytestmark = pytest.mark.timeout(120)
@@ -234,3 +238,51 @@ def test_web_server_health(installation, role):
     assert status == 200 and "# TYPE" in text
     assert get(web.health_port, "/")[1].startswith("web-server (pid: ")
     assert_health_follows_the_database(web, switch)
+
+
+def test_postal_run_relays_mail_through_its_role_processes(installation, tmp_path):
+    """``postal run`` runs each role in a child process of its own: a message
+    accepted by its SMTP server wakes its worker at once (the worker's own
+    polling is set far too slow to deliver within the test) and reaches the relay."""
+    environ, database, sink, switch = installation
+    server_id = make_server(database)
+    add_domain(database, server_id, "example.com")
+    key = add_credential(database, server_id)
+    smtp_port = free_port()
+    health_ports = {role: free_port() for role in ("SMTP_SERVER", "WORKER", "WEB_SERVER")}
+    env = {**os.environ, **switch.role_environ, "PYTHONPATH": ROOT, "WORKER_POLL_INTERVAL": "300",
+           "SMTP_SERVER_DEFAULT_PORT": str(smtp_port), "SMTP_SERVER_DEFAULT_BIND_ADDRESS": "127.0.0.1",
+           "WEB_SERVER_DEFAULT_PORT": str(free_port()), "WEB_SERVER_DEFAULT_BIND_ADDRESS": "127.0.0.1",
+           **{f"{role}_DEFAULT_HEALTH_SERVER_PORT": str(port) for role, port in health_ports.items()}}
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log_file:
+        run = subprocess.Popen([sys.executable, "-m", "postald.cli", "run"], cwd=ROOT, env=env,
+                               stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        for role, port in health_ports.items():
+            wait_for(lambda: run.poll() is None and _answers(port, "/health") == (200, "OK"), timeout=60,
+                     what=f"the {role.lower()} of postal run to be healthy:\n{log_path.read_text()}")
+        roles = children_of(run.pid)
+        assert len(roles) == 3 and run.pid not in roles
+        wait_until(lambda: any(listens_on(pid, smtp_port) for pid in roles), timeout=30, what="the SMTP port")
+
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+            client.ehlo("client.test")
+            assert client.docmd("AUTH", "PLAIN " + plain_auth("main", key))[0] == 235
+            assert client.sendmail("sender@example.com", ["someone@example.org"], RAW) == {}
+        wait_for(lambda: sink.messages, timeout=30, what="the delivery")
+        assert sink.messages[0].rcpt_tos == ["someone@example.org"]
+
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=20) == 0
+        assert all(gone(pid) for pid in roles)
+    finally:
+        if run.poll() is None:
+            kill_launcher_tree(run)
+
+
+def _answers(port: int, path: str):
+    try:
+        return get(port, path)
+    except OSError:
+        return None
