@@ -164,15 +164,16 @@ def run(config) -> int:
     # Handlers before the socket is bound: a SIGTERM that arrives once the port
     # answers must always stop the server gracefully.
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    web = WebServer(make_app(config, database), host, port, threads=config.web_server.max_threads,
-                    reuse_port=index is not None)
-    if stop_requested.is_set():
-        web.stop()
-    if index is not None:
-        watch_launcher(web)
+    # The health server first: once the web port accepts connections, /health answers too.
     health_server = start_health_server(config, database) if not index else None
-    log.info("web_server.started", extra={"addresses": [f"{h}:{p}" for h, p in web.addresses], "index": index})
     try:
+        web = WebServer(make_app(config, database), host, port, threads=config.web_server.max_threads,
+                        reuse_port=index is not None)
+        if stop_requested.is_set():
+            web.stop()
+        if index is not None:
+            watch_launcher(web)
+        log.info("web_server.started", extra={"addresses": [f"{h}:{p}" for h, p in web.addresses], "index": index})
         web.serve()
     finally:
         for sig, handler in previous.items():
