@@ -636,17 +636,20 @@ class MessageDB:
         return ids
 
     def _store_raws(self, conn: Connection, timestamp: float,
-                    raws: list[tuple[bytes, bytes | None]]) -> list[dict[str, Any]]:
-        """Store raw messages (headers, body) in the day's raw table; for each, the
-        message row's ``raw_table``, ``raw_headers_id`` and ``raw_body_id``."""
+                    raws: list[tuple[bytes, bytes | None]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Store raw messages (headers, body) in the day's raw table.
+
+        Returns, for each, the message row's ``raw_table``, ``raw_headers_id``
+        and ``raw_body_id``; and the growth of the table for :func:`_grow_raw_table`,
+        which the caller runs as the last statement of its transaction (see there).
+        """
         name = raw_table_name_for(timestamp)
         table = self._ensure_raw_table(conn, name)
         ids = self._write_parts(conn, table, [headers for headers, _ in raws] + [body for _, body in raws])
-        conn.execute(_GROW_RAW_TABLE, {"raw_name": name,
-                                       "added": sum(len(headers) + len(body or b"") for headers, body in raws)})
         count = len(raws)
+        growth = {"raw_name": name, "added": sum(len(headers) + len(body or b"") for headers, body in raws)}
         return [{"raw_table": name, "raw_headers_id": ids[position], "raw_body_id": ids[count + position]}
-                for position in range(count)]
+                for position in range(count)], growth
 
     def read_raw_parts(self, table_name: str, row_ids: list[int]) -> list[bytes | None]:
         """Read several raw parts (each a chain of chunks from its first row id) over one connection:
@@ -707,9 +710,10 @@ class MessageDB:
 
     def replace_raw(self, message: Message, headers: bytes, body: bytes | None) -> None:
         with self.engine.begin() as conn:
-            [values] = self._store_raws(conn, now(), [(headers, body)])
+            [values], growth = self._store_raws(conn, now(), [(headers, body)])
             values["size"] = str(raw_size(headers, body))
             conn.execute(update(messages).where(messages.c.id == message.row["id"]).values(**values))
+            _grow_raw_table(conn, growth)
         message.row.update(values)
         message._headers_raw, message._body_raw, message._headers = headers, body, None
 
@@ -771,16 +775,18 @@ class MessageDB:
         for values, *_ in prepared:
             scopes[values["scope"]] = scopes.get(values["scope"], 0) + 1
         with self.engine.begin() as conn:
-            stored = self._store_raws(conn, timestamp, [(headers_raw, body_raw)
-                                                        for _, headers_raw, body_raw, *_ in prepared])
+            stored, growth = self._store_raws(conn, timestamp, [(headers_raw, body_raw)
+                                                                for _, headers_raw, body_raw, *_ in prepared])
             rows = [values for values, *_ in prepared]
             for values, raw_values in zip(rows, stored):
                 values.update(raw_values)
             ids = conn.execute(_INSERT_MESSAGES, rows).scalars().all()
             for values, message_id in zip(rows, ids):
                 values["id"] = message_id
+            # The rows every writer shares last, so their locks are held only until the commit.
             for scope, amount in scopes.items():
                 self._increment_stats(conn, scope, timestamp, amount=amount)
+            _grow_raw_table(conn, growth)
         created = []
         for values, headers_raw, body_raw, headers, options in prepared:
             message = Message(self, _complete_row(values))
@@ -790,10 +796,10 @@ class MessageDB:
                   for message, options in created if options["queue"]]
         try:
             with self.database.engine.begin() as conn:
-                for scope, amount in scopes.items():
-                    _increment_global_statistics(conn, scope, amount)
                 if queued:
                     conn.execute(_INSERT_QUEUED, queued)
+                for scope, amount in scopes.items():  # the shared row last (see above)
+                    _increment_global_statistics(conn, scope, amount)
         except BaseException:
             with self.engine.begin() as conn:
                 conn.execute(delete(messages).where(messages.c.id.in_([m.id for m, _ in created])))
@@ -928,12 +934,14 @@ class MessageDB:
             if request.get("live_stats") is not None:
                 live[request["live_stats"]] = live.get(request["live_stats"], 0) + 1
         raw_values: dict[int, dict] = {}
+        growth = None
         with self.engine.begin() as conn:
             if raws:
                 day_table = raw_table_name_for(timestamp)
                 reused = [stored_body is not None and stored_body[0] == day_table for _, _, stored_body in raws]
-                stored = self._store_raws(conn, timestamp, [(headers, None if reuse else body)
-                                                            for (_, (headers, body), _), reuse in zip(raws, reused)])
+                stored, growth = self._store_raws(
+                    conn, timestamp, [(headers, None if reuse else body)
+                                      for (_, (headers, body), _), reuse in zip(raws, reused)])
                 for (index, (headers, body), stored_body), reuse, values in zip(raws, reused, stored):
                     if reuse:
                         values["raw_body_id"] = stored_body[1]
@@ -950,10 +958,13 @@ class MessageDB:
                                  {"b_id": message_id, **{f"v_{k}": v for k, v in values.items()}})
                 else:
                     conn.execute(_update_messages_together(columns, group))
-            for counter, amount in counters.items():
-                self._increment_stats(conn, counter, timestamp, amount=amount)
+            # The rows every writer shares last, so their locks are held only until the commit.
             for type_, amount in live.items():
                 self._live_stats_bump(conn, type_, timestamp, amount)
+            for counter, amount in counters.items():
+                self._increment_stats(conn, counter, timestamp, amount=amount)
+            if growth is not None:
+                _grow_raw_table(conn, growth)
         for index, (row, delivery_id) in enumerate(zip(rows, delivery_ids)):
             row["id"] = delivery_id
             if index in raw_values:
@@ -1237,6 +1248,17 @@ _GROW_RAW_TABLE = (update(raw_message_sizes)
                    .where(raw_message_sizes.c.table_name == bindparam("raw_name"))
                    .values(size=raw_message_sizes.c.size + bindparam("added")))
 _INSERT_QUEUED = insert(QueuedMessage.__table__)
+
+
+def _grow_raw_table(conn: Connection, growth: dict[str, Any]) -> None:
+    """Add stored bytes to a raw table's ``raw_message_sizes`` row (from :meth:`MessageDB._store_raws`).
+
+    Every process storing mail on the day updates this one row, and InnoDB
+    holds the row's lock until the transaction ends: callers run this last,
+    just before the commit, so other writers wait for a commit at most, not
+    for the rest of a transaction.
+    """
+    conn.execute(_GROW_RAW_TABLE, growth)
 _INSERT_DELIVERIES = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
 # One UPDATE restarts a stale minute (left from an earlier hour) or adds to it; the
 # count is assigned before the timestamp, so it still sees the previous timestamp.

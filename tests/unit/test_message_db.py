@@ -163,7 +163,8 @@ def test_processes_storing_a_days_first_message_at_once_create_its_raw_table_onc
                     message_db = db.message_db(server_id)
                     barrier.wait(timeout=30)
                     with message_db.engine.begin() as conn:
-                        message_db._store_raws(conn, day, [(b"Subject: race\r\n\r\n", b"body\r\n")])
+                        _, growth = message_db._store_raws(conn, day, [(b"Subject: race\r\n\r\n", b"body\r\n")])
+                        mdb._grow_raw_table(conn, growth)
                 except Exception as exc:  # collected: the assertion below shows them
                     errors.append(exc)
 
