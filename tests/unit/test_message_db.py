@@ -182,3 +182,57 @@ def test_processes_storing_a_days_first_message_at_once_create_its_raw_table_onc
     finally:
         for db in contenders:
             db.dispose()
+
+
+def _statements_until_commit(engine, work) -> list[list[str]]:
+    """The SQL statements ``work()`` runs on ``engine``, split into transactions (at each COMMIT)."""
+    from sqlalchemy import event
+
+    transactions: list[list[str]] = [[]]
+
+    def before_execute(conn, cursor, statement, parameters, context, executemany):
+        transactions[-1].append(" ".join(statement.split()))
+
+    def on_commit(conn):
+        transactions.append([])
+
+    event.listen(engine, "before_cursor_execute", before_execute)
+    event.listen(engine, "commit", on_commit)
+    try:
+        work()
+    finally:
+        event.remove(engine, "before_cursor_execute", before_execute)
+        event.remove(engine, "commit", on_commit)
+    return [statements for statements in transactions if statements]
+
+
+def _is_shared_row_update(statement: str) -> bool:
+    return statement.startswith(("UPDATE raw_message_sizes", "UPDATE stats_", "UPDATE live_stats",
+                                 "UPDATE statistics", "INSERT INTO stats_", "INSERT INTO live_stats",
+                                 "INSERT INTO statistics"))
+
+
+def test_rows_every_writer_shares_are_updated_last_before_the_commit(database):
+    """The raw table's size row, the statistics and live stats rows are locked by
+    every writer: each transaction updates them after all its other statements."""
+    server_id = make_server(database)
+    db = database.message_db(server_id)
+    db.insert_message(scope="outgoing", rcpt_to="warm@example.org", mail_from="s@example.com", raw=RAW)  # the day's table
+    messages = []
+    stored = _statements_until_commit(db.engine, lambda: messages.extend(db.insert_messages([
+        dict(scope="outgoing", rcpt_to=f"r{i}@example.org", mail_from="s@example.com", raw=RAW) for i in range(3)])))
+    queued = _statements_until_commit(database.engine, lambda: db.insert_messages([
+        dict(scope="outgoing", rcpt_to="q@example.org", mail_from="s@example.com", raw=RAW)]))
+    delivered = _statements_until_commit(db.engine, lambda: db.add_deliveries([
+        dict(message_id=message.id, status="Held", raw=(b"X-Signed: yes\r\n" + RAW.split(b"\r\n\r\n")[0] + b"\r\n\r\n",
+                                                        b"Body\r\n"), live_stats="outgoing")
+        for message in messages]))
+    for name, transactions in (("insert_messages", stored), ("main database", queued),
+                               ("add_deliveries", delivered)):
+        transaction = max(transactions, key=lambda statements: sum(map(_is_shared_row_update, statements)))
+        shared = [position for position, statement in enumerate(transaction) if _is_shared_row_update(statement)]
+        assert shared, (name, transaction)
+        others = [position for position, statement in enumerate(transaction)
+                  if not _is_shared_row_update(statement) and not statement.startswith(("SAVEPOINT", "RELEASE"))]
+        assert max(others) < min(shared), (name, transaction)
+    assert any(statement.startswith("UPDATE raw_message_sizes") for statement in stored[-1] + delivered[-1])
