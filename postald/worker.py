@@ -138,10 +138,6 @@ class WorkerRole:
             self.health_server = None
         log.info("worker.stopped")
 
-    def wait(self) -> None:
-        """Block until the worker is stopped."""
-        self._stopping.wait()
-
     def wake(self) -> None:
         """Something was queued: let one idle work loop look now."""
         self._doorbell.ring()
