@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import gevent
 import gevent.event
@@ -169,10 +169,9 @@ class ChildService(Service):
 class Supervisor:
     """Starts every service, waits for SIGTERM/SIGINT (or :meth:`stop`), then stops them all."""
 
-    def __init__(self, services: Sequence[Service], stop_timeout: float = 5.0, on_stopped: Callable[[], None] | None = None):
+    def __init__(self, services: Sequence[Service], stop_timeout: float = 5.0):
         self.services = list(services)
         self.stop_timeout = stop_timeout
-        self.on_stopped = on_stopped
         self._stop_requested = gevent.event.Event()
         self._signal_handlers: list = []
 
@@ -213,8 +212,6 @@ class Supervisor:
         for handler in self._signal_handlers:
             handler.cancel()
         self._signal_handlers.clear()
-        if self.on_stopped is not None:
-            self.on_stopped()
         log.info("supervisor.stopped")
 
     def run(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from sqlalchemy import delete, update
 from sqlalchemy.exc import OperationalError
@@ -72,6 +72,15 @@ def default_retry_delay(attempts: int) -> float:
 SENT_BUFFER_SIZE = 20
 #: ... for at most this long (seconds) before the next one is added.
 SENT_BUFFER_SECONDS = 0.25
+
+
+class UnsavedRaw(NamedTuple):
+    """A new raw message for the message row, written with its next delivery."""
+
+    headers: bytes
+    body: bytes | None
+    #: (raw table, row id) of a stored body equal to ``body``, which may be kept.
+    body_stored: tuple[str, int] | None = None
 
 
 class SentBuffer:
@@ -236,9 +245,7 @@ class Job:
         self.suppressed: bool | None = None
         #: Written with the next delivery, in its transaction (see add_delivery): a new raw
         #: message (headers, body), more values for the message row, a live_stats count.
-        self.unsaved_raw: tuple[bytes, bytes | None] | None = None
-        #: (raw table, row id) of a stored body equal to ``unsaved_raw``'s, which may be kept.
-        self.unsaved_raw_body_stored: tuple[str, int] | None = None
+        self.unsaved_raw: UnsavedRaw | None = None
         self.pending_values: dict[str, Any] = {}
         self.pending_live_stats: str | None = None
         #: Set once the queued row has been removed or requeued.
@@ -317,8 +324,9 @@ class Job:
                    "sent_with_ssl": bool(sent_with_ssl), "log_id": log_id,
                    "time_taken": None if time is None else round(float(time), 2)}
         if extras:
-            for name, value in (("message_values", self.pending_values or None), ("raw", self.unsaved_raw),
-                                ("raw_body_stored", self.unsaved_raw_body_stored if self.unsaved_raw else None),
+            raw = self.unsaved_raw
+            for name, value in (("message_values", self.pending_values or None),
+                                ("raw", raw and (raw.headers, raw.body)), ("raw_body_stored", raw and raw.body_stored),
                                 ("live_stats", self.pending_live_stats)):
                 if value is not None:
                     request[name] = value
@@ -328,7 +336,6 @@ class Job:
         """After a delivery has been stored: update the message in memory, count it, fire its event."""
         status, details = delivery["status"], delivery["details"]
         self.pending_values, self.unsaved_raw, self.pending_live_stats = {}, None, None
-        self.unsaved_raw_body_stored = None
         raw_values = delivery.pop("raw_values", None)
         if raw_values:
             self.message.row.update(raw_values)

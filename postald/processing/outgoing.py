@@ -29,7 +29,7 @@ import time
 from sqlalchemy import update
 
 from postald import dkim
-from postald.processing.base import Job, retry_transaction
+from postald.processing.base import Job, UnsavedRaw, retry_transaction
 from postald.senders.smtp import SMTPSender
 from schema.main import Credential, Domain, IPAddress, QueuedMessage, utcnow
 from schema.message_db import messages
@@ -142,12 +142,13 @@ def add_outgoing_headers(job: Job):
     signed = b"".join(h + b"\r\n" for h in headers) + raw
     message_headers, body = _split(signed)
     row = message.row
+    body_stored = None
     if body == message._body_raw and row.get("raw_table") and row.get("raw_body_id"):
-        job.unsaved_raw_body_stored = (row["raw_table"], row["raw_body_id"])  # only the headers changed
+        body_stored = (row["raw_table"], row["raw_body_id"])  # only the headers changed
     # Kept in memory and stored with the delivery (Job.add_delivery): the write stays
     # out of the time between accepting a message and delivering it.
     message._headers_raw, message._body_raw, message._headers = message_headers, body, None
-    job.unsaved_raw = (message_headers, body)
+    job.unsaved_raw = UnsavedRaw(message_headers, body, body_stored)
     return None
 
 

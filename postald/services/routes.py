@@ -138,28 +138,6 @@ def strip_tag(local_part: str) -> str:
     return local_part.split("+", 1)[0]
 
 
-def find_for_address(session, address: str) -> Route | None:
-    """The route that receives mail for ``address``: exact name (after removing
-    any ``+tag``) at a verified domain of that name, else that domain's ``*`` route;
-    or the route whose forward address ``<token>@<route_domain>`` it is (checked by the caller)."""
-    local, _, domain_name = address.rpartition("@")
-    if not local or not domain_name:
-        return None
-    local = strip_tag(local).lower()
-    domain_name = domain_name.lower()
-    candidates = session.execute(
-        select(Route, Domain)
-        .join(Domain, Domain.id == Route.domain_id)
-        .join(Server, Server.id == Route.server_id)
-        .where(func.lower(Domain.name) == domain_name, Route.name.in_([local, "*"]), Server.deleted_at.is_(None))
-    ).all()
-    exact = [r for r, d in candidates if r.name == local]
-    if exact:
-        return exact[0]
-    wildcard = [r for r, d in candidates if r.name == "*"]
-    return wildcard[0] if wildcard else None
-
-
 #: The statement behind :func:`match_address`, built once and run on the
 #: driver (:mod:`postald.services.prepared`): it is the one query every RCPT TO
 #: makes, and this skips SQLAlchemy's per-execution work.
@@ -179,21 +157,19 @@ _MATCH_ADDRESS = PreparedSelect(
 
 
 def match_address(connection: Connection, address: str):
-    """The same route :func:`find_for_address` finds, as one narrow row for the
-    SMTP server's hot path: ``id, name, mode, endpoint_type, endpoint_id,
-    domain_id, server_id, server_suspended`` (the server's or its
-    organization's suspension) and ``has_additional`` (whether it has
-    additional endpoints), or None."""
+    """The route that receives mail for ``address``: the exact name (after
+    removing any ``+tag``) at a domain of that name, else that domain's ``*``
+    route; or None.  One narrow row for the SMTP server's hot path: ``id, name,
+    mode, endpoint_type, endpoint_id, domain_id, server_id, server_suspended``
+    (the server's or its organization's suspension) and ``has_additional``
+    (whether it has additional endpoints)."""
     local, _, domain_name = address.rpartition("@")
     if not local or not domain_name:
         return None
     local = strip_tag(local).lower()
     rows = _MATCH_ADDRESS.rows(connection, domain=domain_name.lower(), local=local)
-    exact = [row for row in rows if row.name == local]
-    if exact:
-        return exact[0]
-    wildcard = [row for row in rows if row.name == "*"]
-    return wildcard[0] if wildcard else None
+    return next((row for row in rows if row.name == local), None) or next(
+        (row for row in rows if row.name == "*"), None)
 
 
 def find_by_token(session, token: str) -> Route | None:
