@@ -158,7 +158,8 @@ SCHEMA: list[Key] = _expand_legacy([
     ),
     *_group(
         "main_db",
-        ("url", "S", None, "(beyond) SQLAlchemy URL replacing host/port/username/password/database"),
+        ("url", "S", None, "(beyond) SQLAlchemy URL replacing host/port/username/password/database; "
+         "TLS to MariaDB when its query asks for it (ssl_ca=..., ssl_verify_cert=true ...), else plain text"),
         ("host", "S", "localhost", "database host", _SAME),
         ("port", "I", 3306, "database port", _SAME),
         ("username", "S", "postal", "database user", _SAME),
@@ -169,7 +170,8 @@ SCHEMA: list[Key] = _expand_legacy([
     ),
     *_group(
         "message_db",
-        ("url", "S", None, "(beyond) SQLAlchemy URL for message databases; {database} is replaced"),
+        ("url", "S", None, "(beyond) SQLAlchemy URL for message databases; {database} is replaced; "
+         "TLS as for main_db.url"),
         ("host", "S", "localhost", "server for per-server DBs", _SAME),
         ("port", "I", 3306, "database port", _SAME),
         ("username", "S", "postal", "database user", _SAME),

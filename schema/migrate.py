@@ -47,9 +47,11 @@ def _ensure_mysql_database(database) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
+    from schema.session import driver_tls_args
+
     url = make_url(database.url)
     name = url.database
-    engine = create_engine(url.set(database=""))
+    engine = create_engine(url.set(database=""), connect_args=driver_tls_args(url))
     try:
         with engine.begin() as conn:
             conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARSET utf8mb4 COLLATE utf8mb4_unicode_ci"))
