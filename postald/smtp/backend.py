@@ -18,6 +18,11 @@ the driver (:mod:`postald.services.prepared`) over the database's read engine
 so a lookup costs one round trip.  A connection found dead is replaced and
 the lookup retried once.
 
+Sessions asking the same question at the same moment (the credential of
+one client address, the route for one recipient, the domain of one From
+name) share one read of it (:mod:`postald.smtp.shared_reads`), begun after
+each of them asked, so no answer is older than its question.
+
 A credential's ``last_used_at`` is written with a precision of one minute
 (:data:`postald.services.credentials.USE_PRECISION`): a client sending
 message after message costs no write per message.
@@ -39,6 +44,7 @@ from postald.services import servers as server_service
 from postald.smtp import auth, received, routing
 from postald.smtp.envelope import Credential, Envelope, Recipient, Rejection, StoredMessage
 from postald.smtp.protocol import SessionSettings
+from postald.smtp.shared_reads import SharedReads
 from postald.smtp.storage import MessageStore
 from schema.main import Credential as CredentialRow
 
@@ -54,6 +60,7 @@ class DatabaseBackend:
         self.resolver = resolver if resolver is not None else received.PTRResolver.from_config(config)
         self.classifier = routing.RecipientClassifier(self.settings)
         self.store_messages = MessageStore(config, database)
+        self._shared = SharedReads()
         # One pooled connection stays free for the storage writer's commit.
         slots = max(config.main_db.pool_size, 5) - 1
         self._slots = threading.BoundedSemaphore(slots)
@@ -116,6 +123,9 @@ class DatabaseBackend:
             return True, None
 
     def smtp_ip_credential(self, ip_address: str) -> Credential | None:
+        return self._shared.read(("smtp-ip", ip_address), lambda: self._read_smtp_ip_credential(ip_address))
+
+    def _read_smtp_ip_credential(self, ip_address: str) -> Credential | None:
         row = self._read(lambda connection: routing.smtp_ip_credential(connection, ip_address))
         if row is None:
             return None
@@ -129,8 +139,10 @@ class DatabaseBackend:
 
     def classify_recipient(self, address: str, local_part: str, domain: str,
                            credential: Credential | None) -> Recipient | Rejection | None:
-        return self._read(lambda connection: self.classifier.classify(
-            connection, address, local_part, domain, credential))
+        return self._shared.read(
+            ("recipient", address, local_part, domain, credential),
+            lambda: self._read(lambda connection: self.classifier.classify(
+                connection, address, local_part, domain, credential)))
 
     def received_header(self, credential: Credential | None, helo_name: str | None,
                         ip_address: str | None) -> str:
@@ -138,12 +150,15 @@ class DatabaseBackend:
         return received.generate(self.config, self.resolver, helo_name, ip_address, "smtp", privacy)
 
     def authorised_domain(self, credential: Credential, headers: dict[str, list[str | None]]) -> int | None:
-        def work(connection):
-            return domain_service.authorised_domain_id(
-                lambda name: domain_service.authenticating_domain_id(
-                    connection, credential.server_id, credential.organization_id, name),
-                credential.allow_sender, headers)
-        return self._read(work)
+        server_id, organization_id = credential.server_id, credential.organization_id
+
+        def lookup(name: str) -> int | None:
+            return self._shared.read(
+                ("domain", server_id, organization_id, name),
+                lambda: self._read(lambda connection: domain_service.authenticating_domain_id(
+                    connection, server_id, organization_id, name)))
+
+        return domain_service.authorised_domain_id(lookup, credential.allow_sender, headers)
 
     def store(self, envelope: Envelope) -> list[StoredMessage]:
         return self.store_messages.store(envelope)
