@@ -116,9 +116,22 @@ def _fold(value: str, width: int = FOLD_WIDTH) -> str:
     return "\r\n\t".join(value[i:i + width] for i in range(0, len(value), width)) if value else ""
 
 
+def _parse(raw_message: bytes) -> tuple[list, bytes]:
+    """dkimpy's ``(headers, body)`` for a message.
+
+    dkimpy splits the whole message into lines and joins the body's lines
+    again with CRLF; a message already in CRLF form with a blank line after its
+    headers has that body as it stands, so only its header block is parsed."""
+    end = raw_message.find(b"\r\n\r\n")
+    if end < 0 or raw_message.startswith(b"\r\n") or raw_message.count(b"\n") != raw_message.count(b"\r\n"):
+        return dkimpy.rfc822_parse(raw_message)
+    headers, _ = dkimpy.rfc822_parse(raw_message[:end + 2])
+    return headers, raw_message[end + 4:]
+
+
 def signature_header(raw_message: bytes, identity: SigningIdentity, timestamp: int | None = None) -> bytes:
     """The complete ``DKIM-Signature: ...`` header line (without the final CRLF) for ``raw_message``."""
-    headers, body = dkimpy.rfc822_parse(raw_message)
+    headers, body = _parse(raw_message)
     names = _signed_header_names(headers)
     timestamp = int(time.time()) if timestamp is None else int(timestamp)
     unsigned = (

@@ -957,7 +957,7 @@ class MessageDB:
                     conn.execute(_update_message(columns),
                                  {"b_id": message_id, **{f"v_{k}": v for k, v in values.items()}})
                 else:
-                    conn.execute(_update_messages_together(columns, group))
+                    conn.execute(*_update_messages_together(columns, group))
             # The rows every writer shares last, so their locks are held only until the commit.
             for type_, amount in live.items():
                 self._live_stats_bump(conn, type_, timestamp, amount)
@@ -1276,18 +1276,35 @@ _BUMP_LIVE_STATS = (
 
 def _update_messages_together(columns: tuple[str, ...], group: list[tuple[int, dict]]):
     """One UPDATE giving several messages their own values of ``columns``: a value
-    they all share is set as it is, the others through ``CASE id WHEN ...``."""
+    they all share is set as it is, the others through ``CASE WHEN id = ...``.
+    Returns the statement and its parameters; the statement is built once per
+    shape (columns, which of them vary, how many messages), so SQLAlchemy's
+    compiled form is reused."""
     first = group[0][1]
+    varying = tuple(column for column in columns
+                    if any(values[column] != first[column] for _, values in group))
+    params = {f"id_{index}": message_id for index, (message_id, _) in enumerate(group)}
+    for column in columns:
+        if column in varying:
+            params.update((f"v_{column}_{index}", values[column]) for index, (_, values) in enumerate(group))
+        else:
+            params[f"v_{column}"] = first[column]
+    return _update_messages_statement(columns, varying, len(group)), params
+
+
+@functools.lru_cache(maxsize=512)
+def _update_messages_statement(columns: tuple[str, ...], varying: tuple[str, ...], count: int):
+    ids = [bindparam(f"id_{index}") for index in range(count)]
     assignments = {}
     for column in columns:
-        if all(values[column] == first[column] for _, values in group):
-            assignments[column] = first[column]
-        else:
-            kind = messages.c[column].type
+        kind = messages.c[column].type
+        if column in varying:
             assignments[column] = case(
-                {message_id: bindparam(None, values[column], type_=kind) for message_id, values in group},
-                value=messages.c.id, else_=messages.c[column])
-    return update(messages).where(messages.c.id.in_([message_id for message_id, _ in group])).values(assignments)
+                *[(messages.c.id == ids[index], bindparam(f"v_{column}_{index}", type_=kind)) for index in range(count)],
+                else_=messages.c[column])
+        else:
+            assignments[column] = bindparam(f"v_{column}", type_=kind)
+    return update(messages).where(messages.c.id.in_(ids)).values(assignments)
 
 
 @functools.lru_cache(maxsize=256)

@@ -81,6 +81,25 @@ def test_delivery_updates_message_status_and_hold_when_added(database):
     assert db.statistics("daily", 0)[0]["held"] == 1
 
 
+def test_deliveries_added_together_give_each_message_its_own_values(database):
+    """One transaction, one UPDATE for messages whose new values differ in some columns and agree in others;
+    the same shape again with other values (the statement is reused) updates by the new values."""
+    db = database.message_db(make_server(database))
+    ids = [db.insert_message(scope="outgoing", rcpt_to=f"r{i}@example.org", mail_from="s@example.com", raw=RAW,
+                             queue=False).id for i in range(6)]
+    for batch, tags in ((ids[:3], ("alpha", "beta", "alpha")), (ids[3:], ("gamma", "gamma", "delta"))):
+        db.add_deliveries([
+            dict(message_id=message_id, status=status, message_values={"tag": tag, "inspected": 1})
+            for message_id, status, tag in zip(batch, ("Sent", "Held", "HardFail"), tags)])
+    stored = [db.message(message_id) for message_id in ids]
+    assert [(m.status, m.held, m.tag, m.inspected) for m in stored] == [
+        ("Sent", 0, "alpha", 1), ("Held", 1, "beta", 1), ("HardFail", 0, "alpha", 1),
+        ("Sent", 0, "gamma", 1), ("Held", 1, "gamma", 1), ("HardFail", 0, "delta", 1)]
+    assert [m.hold_expiry is not None for m in stored] == [False, True, False] * 2
+    assert [[d["status"] for d in db.deliveries_for(message_id)] for message_id in ids] == [
+        ["Sent"], ["Held"], ["HardFail"]] * 2
+
+
 def test_live_stats_total_counts_recent_increments(database):
     db = database.message_db(make_server(database))
     for _ in range(3):
