@@ -181,7 +181,7 @@ def tracking_disabled_by_header(raw: bytes) -> bool:
 
 
 def rewrite_for_tracking(config, session, server, message_db, message, raw: bytes, *,
-                         defer=None, cache: dict | None = None) -> bytes:
+                         defer=None, cache: dict | None = None, skip_header: bool | None = None) -> bytes:
     """Rewrite an outgoing message for click and open tracking; returns the raw message to send.
 
     Runs once per message: the first call stores the rewritten message as the
@@ -193,10 +193,12 @@ def rewrite_for_tracking(config, session, server, message_db, message, raw: byte
     the marks to store later, with the message's delivery.  DKIM signing must
     happen after this.  ``config`` is part of the pipeline's hook signature and
     not needed by the rewrite itself.  ``cache``: see :func:`tracking_settings`.
+    ``skip_header``: whether ``raw`` carries ``X-AMP: skip``, when the caller
+    has already read its headers (None: read them here).
     """
     if getattr(message, "parsed", 0):
         return raw
-    if tracking_disabled_by_header(raw):
+    if tracking_disabled_by_header(raw) if skip_header is None else skip_header:
         log.info("tracking.skipped", extra={"message_id": message.id, "reason": "X-AMP: skip"})
         return raw
     settings = tracking_settings(session, server, message, cache)

@@ -136,10 +136,15 @@ def test_tracked_message_is_delivered_and_its_link_and_pixel_are_tracked(world, 
                                         raw=newsletter(), domain_id=domain_id)
     skipped = message_db.insert_message(scope="outgoing", rcpt_to="other@example.org", mail_from="news@example.com",
                                         raw=skipped_message(), domain_id=domain_id)
+    # Any X-AMP header saying skip opts out, not only the first.
+    second_says_skip = b"X-AMP: yes\r\n" + skipped_message()
+    message_db.insert_message(scope="outgoing", rcpt_to="third@example.org", mail_from="news@example.com",
+                              raw=second_says_skip, domain_id=domain_id)
 
-    by_recipient = deliver(config, database, sink, 2)
+    by_recipient = deliver(config, database, sink, 3)
     delivered = by_recipient["reader@example.org"]
     assert by_recipient["other@example.org"].endswith(skipped_message())
+    assert by_recipient["third@example.org"].endswith(second_says_skip)
     assert message_db.message(skipped.id).tracked_links == 0
 
     assert dkim.verify(delivered, dnsfunc=dkim_dns(database, domain_id))
