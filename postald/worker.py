@@ -183,28 +183,29 @@ class WorkerRole:
         locker = queue.new_locker(f"thread:{thread_name}")
         with self._lockers_lock:
             self._active_lockers.add(locker)
-        rows = []
+        leftovers: list[int] = []
         try:
             rows = queue.claim_batch(self.database, locker, batch=self.config.postal.batch_queued_messages,
                                      ip_address_ids=self.eligible_ip_address_ids())
             if not rows:
                 return False
+            leftovers = [row.id for row in rows]  # all of them, until the batch says otherwise
             if len(rows) > 1:
                 log.info("worker.batch_claimed", extra={"count": len(rows), "batch_key": rows[0].batch_key})
             with self.database.unit_of_work() as session:
-                process_batch(self.config, self.database, session, rows, locker=locker,
-                              should_stop=lambda: self.stopping)
+                leftovers = process_batch(self.config, self.database, session, rows, locker=locker,
+                                          should_stop=lambda: self.stopping)
             return True
         finally:
             with self._lockers_lock:
                 self._active_lockers.discard(locker)
-            if rows:
-                self._unlock_leftovers(rows, locker)
+            if leftovers:
+                self._unlock_leftovers(leftovers, locker)
 
-    def _unlock_leftovers(self, rows, locker: str) -> None:
+    def _unlock_leftovers(self, queued_ids: list[int], locker: str) -> None:
         """Give back whatever a batch left locked (stopped early, or an error while recording)."""
         try:
-            queue.unlock(self.database, [row.id for row in rows], locker=locker)
+            queue.unlock(self.database, queued_ids, locker=locker)
         except Exception:
             log.exception("worker.unlock_failed", extra={"locker": locker})
 

@@ -123,15 +123,18 @@ def server_suspended(session, server: Server | None, state: BatchState) -> bool:
 
 
 def process_batch(config, database, session, queued_rows: Iterable[QueuedMessage], locker: str | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> int:
-    """Process the locked rows of one batch (InitialProcessor); returns how many were processed.
+                  should_stop: Callable[[], bool] | None = None) -> list[int]:
+    """Process the locked rows of one batch (InitialProcessor).
 
-    When ``should_stop`` turns true the rest of the batch is left for the
-    caller to unlock.
+    Returns the ids of the rows the batch may have left locked, for the caller
+    to unlock: those after a stop (``should_stop`` turned true) and those whose
+    job did not settle its row.  A row a job removed, requeued or unlocked is
+    not among them.
     """
     state = BatchState()
-    processed = 0
     queued_rows = list(queued_rows)
+    settled: set[int] = set()
+    jobs = []
     if len(queued_rows) > 1:
         preload(database, queued_rows, state)
     try:
@@ -139,13 +142,15 @@ def process_batch(config, database, session, queued_rows: Iterable[QueuedMessage
             if should_stop is not None and should_stop():
                 break
             job = load_job(config, database, session, queued, state, locker)
-            if job is None:
+            if job is None:  # removed or unlocked already
+                settled.add(queued.id)
                 continue
+            jobs.append(job)
             process(job)
-            processed += 1
     finally:
         state.finish()
-    return processed
+    settled.update(job.queued.id for job in jobs if job.done)
+    return [queued.id for queued in queued_rows if queued.id not in settled]
 
 
 #: Raw messages are read ahead for a batch only up to these sizes (bytes).

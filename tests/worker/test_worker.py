@@ -133,3 +133,37 @@ def test_an_empty_webhook_queue_is_looked_at_again_after_the_poll_interval_or_wh
     time.sleep(float(config.worker.poll_interval) + 0.05)  # another process may have queued one
     assert worker.process_webhook_requests() is False
     assert len(looks) == 3
+
+
+def _unlocking_statements(database, work) -> list[str]:
+    """The statements of ``work()`` that give queued rows back (set ``locked_by`` to NULL)."""
+    from sqlalchemy import event
+
+    seen = []
+
+    def before_execute(conn, cursor, statement, parameters, context, executemany):
+        flat = " ".join(statement.split())
+        # (a claim sets locked_by too, on rows whose locked_by IS NULL)
+        if flat.startswith("UPDATE queued_messages SET locked_by") and "locked_by IS NULL" not in flat:
+            seen.append(flat)
+
+    event.listen(database.engine, "before_cursor_execute", before_execute)
+    try:
+        work()
+    finally:
+        event.remove(database.engine, "before_cursor_execute", before_execute)
+    return seen
+
+
+def test_a_batch_unlocks_only_the_rows_it_left_locked(worker, database, sending, sink):
+    for number in range(3):
+        sending.queue(subject=f"Batch {number}")
+    assert _unlocking_statements(database, worker.process_queued_messages) == []  # each row settled by its job
+    sink.wait_for(3, timeout=5)
+    assert sending.queued() == []
+
+    sending.queue(subject="Stopped")
+    worker._stopping.set()  # a batch stopped before its first message gives every row back
+    assert len(_unlocking_statements(database, worker.process_queued_messages)) == 1
+    [row] = sending.queued()
+    assert row.locked_by is None and row.locked_at is None
