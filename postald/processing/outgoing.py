@@ -214,7 +214,7 @@ def send(job: Job):
         return STOP
     job.commit()  # no transaction stays open while talking to the remote
     key = ("smtp", domain, ip_address.id if ip_address is not None else None)
-    result = job.state.send(key, lambda: SMTPSender(job.config, domain, ip_address), message)
+    result = job.state.send(key, lambda: _smtp_sender(job, domain, ip_address), message)
     count_outgoing(job)
     details = result.details or ""
     if result.type == "HardFail":
@@ -239,6 +239,13 @@ def send(job: Job):
         job.log("outgoing.complete", text="message processing complete")
         job.finish()
     return STOP
+
+
+def _smtp_sender(job: Job, domain: str, ip_address) -> SMTPSender:
+    """A batch's sender for ``domain``, knowing the MAIL FROM of the job's message from the rows the job holds."""
+    sender = SMTPSender(job.config, domain, ip_address)
+    sender.remember_mail_from(job.message, job.server, job.domain)
+    return sender
 
 
 STEPS = (

@@ -251,6 +251,16 @@ def dot_stuffed(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
+def return_path(config, server, domain) -> str:
+    """The MAIL FROM of an outgoing message of ``server`` from ``domain``: the
+    domain's own return path when its DNS record checked OK, otherwise the
+    installation's return-path domain (either way with the server's token)."""
+    token = server.token if server is not None else ""
+    if domain is not None and domain.return_path_status == "OK":
+        return f"{token}@{config.dns.custom_return_path_prefix}.{domain.name}"
+    return f"{token}@{config.dns.return_path_domain}"
+
+
 class SMTPSender(Sender):
     """Deliver messages for one destination domain, reusing one connection."""
 
@@ -400,6 +410,11 @@ class SMTPSender(Sender):
             self._mail_from_cache[key] = cached
         return cached
 
+    def remember_mail_from(self, message, server, domain) -> None:
+        """Take the MAIL FROM of ``message`` from its ``server`` and ``domain``
+        rows, already loaded by the caller, instead of reading them again."""
+        self._mail_from_cache[(message.server_id, message.domain_id)] = return_path(self.config, server, domain)
+
     def _lookup_mail_from(self, message) -> str:
         from schema.main import Domain
         from schema.main import Server as ServerRow
@@ -408,10 +423,7 @@ class SMTPSender(Sender):
         with database.unit_of_work() as session:
             server = session.get(ServerRow, message.server_id)
             domain = session.get(Domain, message.domain_id) if message.domain_id else None
-            token = server.token if server is not None else ""
-            if domain is not None and domain.return_path_status == "OK":
-                return f"{token}@{self.config.dns.custom_return_path_prefix}.{domain.name}"
-        return f"{token}@{self.config.dns.return_path_domain}"
+            return return_path(self.config, server, domain)
 
     def data_for(self, message, mail_from: str) -> bytes:
         raw = message.raw_message() or b""

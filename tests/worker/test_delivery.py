@@ -11,8 +11,8 @@ from sqlalchemy import select
 from postald import dns as postal_dns
 from postald.services import webhooks as webhook_service
 from postald.services import servers as server_service
-from schema.main import WebhookRequest
-from tests.worker.conftest import MX_HOST, RECIPIENT_DOMAIN, drain, publish_dkim
+from schema.main import Domain, WebhookRequest
+from tests.worker.conftest import MX_HOST, RECIPIENT_DOMAIN, SENDING_DOMAIN, drain, publish_dkim
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,6 +22,21 @@ def dkim_dns(config):
         name = name.decode() if isinstance(name, bytes) else name
         return "".join(postal_dns.txt(config, name)).encode()
     return lookup
+
+
+def test_a_domain_with_its_return_path_checked_is_the_envelope_sender(sending, worker, sink, config, database):
+    with database.unit_of_work() as session:
+        session.get(Domain, sending.domain_id).return_path_status = "OK"
+    sending.queue()
+    drain(worker)
+    [received] = sink.wait_for(1)
+    token = sending.server().token
+    assert received.mail_from == f"{token}@{config.dns.custom_return_path_prefix}.{SENDING_DOMAIN}"
+    with database.unit_of_work() as session:
+        session.get(Domain, sending.domain_id).return_path_status = "Missing"
+    sending.queue(subject="Second")
+    drain(worker)
+    assert sink.wait_for(2)[1].mail_from == f"{token}@rp.postal.test"
 
 
 def test_message_is_delivered_to_the_mx_host_found_through_dns(sending, worker, sink, config):
