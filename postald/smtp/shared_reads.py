@@ -120,5 +120,5 @@ class SharedReads:
         leader.wake.set()
 
     def __len__(self) -> int:
-        """Questions being read now (for tests and metrics)."""
+        """How many questions have a read running or waiting to run."""
         return len(self._questions)

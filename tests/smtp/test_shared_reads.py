@@ -77,6 +77,17 @@ def ask(shared, database, key="q"):
     return gevent.spawn(shared.read, key, database.read)
 
 
+def a_read_running_and_two_waiting(reads_held: int = 1):
+    """A first asker's read held open, two more askers waiting for the next read; the gates hold the reads."""
+    shared, database = SharedReads(), Database()
+    gates = [database.hold() for _ in range(reads_held)]
+    first = ask(shared, database)
+    gevent.sleep(0)
+    waiting = ask(shared, database), ask(shared, database)
+    gevent.sleep(0)
+    return shared, database, gates, first, waiting
+
+
 def test_askers_during_a_running_read_share_the_next_one_which_sees_what_they_saw():
     shared, database = SharedReads(), Database()
     first_gate, second_gate = database.hold(), database.hold()
@@ -132,12 +143,7 @@ def test_a_failed_read_fails_everyone_it_answers_and_the_next_read_runs_afresh()
 
 
 def test_an_asker_killed_while_waiting_leaves_the_others_their_answer():
-    shared, database = SharedReads(), Database()
-    gate = database.hold()
-    first = ask(shared, database)
-    gevent.sleep(0)
-    doomed, survivor = ask(shared, database), ask(shared, database)
-    gevent.sleep(0)
+    shared, database, [gate], first, (doomed, survivor) = a_read_running_and_two_waiting()
     doomed.kill()
     gate.set()
     assert first.get(timeout=5) == 0 and survivor.get(timeout=5) == 0
@@ -145,12 +151,7 @@ def test_an_asker_killed_while_waiting_leaves_the_others_their_answer():
 
 
 def test_an_asker_chosen_to_read_but_interrupted_first_passes_the_read_on():
-    shared, database = SharedReads(), Database()
-    gate = database.hold()
-    first = ask(shared, database)
-    gevent.sleep(0)
-    chosen, other = ask(shared, database), ask(shared, database)
-    gevent.sleep(0)
+    shared, database, [gate], first, (chosen, other) = a_read_running_and_two_waiting()
     _Event.interrupt_on_wake.add(1)       # the event of ``chosen``, the first of the next batch
     gate.set()
     assert first.get(timeout=5) == 0
@@ -161,12 +162,7 @@ def test_an_asker_chosen_to_read_but_interrupted_first_passes_the_read_on():
 
 
 def test_an_asker_interrupted_during_its_read_hands_the_others_a_read_of_their_own():
-    shared, database = SharedReads(), Database()
-    first_gate, second_gate = database.hold(), database.hold()
-    first = ask(shared, database)
-    gevent.sleep(0)
-    reader, other = ask(shared, database), ask(shared, database)
-    gevent.sleep(0)
+    shared, database, (first_gate, second_gate), first, (reader, other) = a_read_running_and_two_waiting(2)
     first_gate.set()
     settle()
     assert first.get(timeout=5) == 0 and database.reads == 2   # ``reader`` is in the second read
