@@ -4,9 +4,7 @@ rollback on return only when a transaction may still be open."""
 import time
 
 import pytest
-from sqlalchemy import event, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select, text
 
 from postald.services.prepared import PreparedSelect, read
 from schema import session as session_module
@@ -105,30 +103,3 @@ def test_the_read_engine_reads_in_autocommit_and_survives_a_killed_connection(ma
         assert read(engine, organizations.rows) == []
     finally:
         engine.dispose()
-
-
-def test_connections_speak_plain_text_unless_the_url_asks_for_tls(mariadb_url):
-    """Without this the driver (PyMySQL 1.2+) attempts TLS on every connection,
-    building a certificate store for each, and accepts any certificate."""
-    for engine in (make_engine(mariadb_url, pool_size=1), make_read_engine(mariadb_url, pool_size=1)):
-        try:
-            with engine.connect() as conn:
-                driver = conn.connection.dbapi_connection
-                assert driver.ssl is False and getattr(driver, "ctx", None) is None
-                assert conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Ssl_cipher'").one()[1] == ""
-        finally:
-            engine.dispose()
-
-    # A URL asking for TLS keeps its request: the driver is handed the TLS settings, never told to skip TLS.
-    asked = make_url(mariadb_url).update_query_dict({"ssl_check_hostname": "false"})
-    engine = make_engine(asked.render_as_string(hide_password=False), pool_size=1)
-    handed = []
-    event.listen(engine, "do_connect", lambda _dialect, _record, _args, params: handed.append(dict(params)))
-    try:
-        with engine.connect():  # this test server offers no TLS; a driver that insists refuses
-            pass
-    except OperationalError as exc:
-        assert "SSL" in str(exc)
-    finally:
-        engine.dispose()
-    assert handed and handed[0]["ssl"] == {"check_hostname": False} and "ssl_disabled" not in handed[0]
