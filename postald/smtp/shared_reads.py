@@ -29,7 +29,7 @@ from typing import Any, Callable, Hashable
 
 
 class _Asker:
-    __slots__ = ("wake", "lead", "gone", "answered", "result", "error")
+    __slots__ = ("wake", "lead", "gone", "answered", "result", "error", "traceback")
 
     def __init__(self):
         self.wake = threading.Event()
@@ -38,6 +38,7 @@ class _Asker:
         self.answered = False
         self.result: Any = None
         self.error: BaseException | None = None
+        self.traceback = None   # the error's traceback as the read raised it
 
 
 class _Question:
@@ -82,7 +83,9 @@ class SharedReads:
         if me.lead and not me.answered:
             self._run(key, question, me, work)
         if me.error is not None:
-            raise me.error
+            # Every asker raises the one error object: from the read's own traceback, not the
+            # previous asker's (each raise would add its frames to the last).
+            raise me.error.with_traceback(me.traceback)
         return me.result
 
     def _run(self, key: Hashable, question: _Question, me: _Asker, work: Callable[[], Any]) -> None:
@@ -93,11 +96,12 @@ class SharedReads:
             error = exc
         with self._lock:
             batch, question.batch = question.batch, []
+            traceback = error.__traceback__ if error is not None else None
             if error is None or isinstance(error, Exception):
                 for asker in batch:
-                    asker.result, asker.error, asker.answered = result, error, True
+                    asker.result, asker.error, asker.traceback, asker.answered = result, error, traceback, True
             else:  # this greenlet was interrupted (killed, timed out): the others still need their answer
-                me.error, me.answered = error, True
+                me.error, me.traceback, me.answered = error, traceback, True
                 question.waiting[:0] = [asker for asker in batch if asker is not me]
             question.batch = [asker for asker in question.waiting if not asker.gone]
             question.waiting = []

@@ -134,9 +134,12 @@ def test_a_failed_read_fails_everyone_it_answers_and_the_next_read_runs_afresh()
     third = gevent.spawn(shared.read, "q", failing)
     gevent.sleep(0)
     gate.set()
+    depths = []
     for greenlet in (first, second, third):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError) as raised:
             greenlet.get(timeout=5)
+        depths.append(len(raised.traceback))
+    assert depths[1] == depths[2]         # the shared error's traceback does not grow with each asker
     assert len(calls) == 2                # the first read, then one shared by the other two
     assert shared.read("q", database.read) == 0
     assert len(shared) == 0
