@@ -173,32 +173,25 @@ def _track_domain_settings(session, server, domain_id: int) -> tuple[str, bool, 
             frozenset(track_domain_service.excluded_domains(track_domain)))
 
 
-def tracking_disabled_by_header(raw: bytes) -> bool:
-    """True when the message carries ``X-AMP: skip``."""
-    headers, _ = mdb.split_raw(raw)
-    values = mdb.parse_headers(headers).get("x-amp", [])
-    return any(value.strip().lower() == "skip" for value in values)
-
-
 def rewrite_for_tracking(config, session, server, message_db, message, raw: bytes, *,
-                         defer=None, cache: dict | None = None, skip_header: bool | None = None) -> bytes:
+                         defer=None, cache: dict | None = None) -> bytes:
     """Rewrite an outgoing message for click and open tracking; returns the raw message to send.
 
     Runs once per message: the first call stores the rewritten message as the
     message's raw data, records its links and sets ``parsed``,
     ``tracked_links`` and ``tracked_images``; later calls (retries) return
     ``raw`` unchanged.  Messages without a tracking domain, with
-    ``X-AMP: skip``, or that cannot be parsed are returned unchanged; for a
+    ``X-AMP: skip`` (any value of it, read from ``message``'s parsed headers),
+    or that cannot be parsed are returned unchanged; for a
     message without a tracking domain, ``defer(**values)`` (when given) takes
     the marks to store later, with the message's delivery.  DKIM signing must
     happen after this.  ``config`` is part of the pipeline's hook signature and
     not needed by the rewrite itself.  ``cache``: see :func:`tracking_settings`.
-    ``skip_header``: whether ``raw`` carries ``X-AMP: skip``, when the caller
-    has already read its headers (None: read them here).
+    ``raw`` is the message's own raw data.
     """
     if getattr(message, "parsed", 0):
         return raw
-    if tracking_disabled_by_header(raw) if skip_header is None else skip_header:
+    if any(value.strip().lower() == "skip" for value in message.header_values("x-amp")):
         log.info("tracking.skipped", extra={"message_id": message.id, "reason": "X-AMP: skip"})
         return raw
     settings = tracking_settings(session, server, message, cache)

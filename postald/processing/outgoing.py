@@ -98,13 +98,13 @@ def apply_tracking(job: Job):
 
     The rewrite itself lives in ``postald.tracking``; ``X-AMP: skip`` opts a message out.
     """
-    if job.message.parsed or any(value.strip().lower() == "skip" for value in job.message.header_values("x-amp")):
+    if job.message.parsed:
         return None
     from postald import tracking
 
     tracking.rewrite_for_tracking(job.config, job.session, job.server, job.message_db, job.message,
                                   job.message.raw_message() or b"", defer=job.defer_update,
-                                  cache=job.state.cache, skip_header=False)
+                                  cache=job.state.cache)
     return None
 
 
