@@ -952,12 +952,7 @@ class MessageDB:
             for request, values in zip(requests, updates):
                 by_columns.setdefault(tuple(sorted(values)), []).append((request["message_id"], values))
             for columns, group in by_columns.items():
-                if len(group) == 1:
-                    message_id, values = group[0]
-                    conn.execute(_update_message(columns),
-                                 {"b_id": message_id, **{f"v_{k}": v for k, v in values.items()}})
-                else:
-                    conn.execute(*_update_messages_together(columns, group))
+                conn.execute(*_update_messages_together(columns, group))
             # The rows every writer shares last, so their locks are held only until the commit.
             for type_, amount in live.items():
                 self._live_stats_bump(conn, type_, timestamp, amount)
@@ -1259,6 +1254,8 @@ def _grow_raw_table(conn: Connection, growth: dict[str, Any]) -> None:
     for the rest of a transaction.
     """
     conn.execute(_GROW_RAW_TABLE, growth)
+
+
 _INSERT_DELIVERIES = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
 # One UPDATE restarts a stale minute (left from an earlier hour) or adds to it; the
 # count is assigned before the timestamp, so it still sees the previous timestamp.
@@ -1275,7 +1272,7 @@ _BUMP_LIVE_STATS = (
 
 
 def _update_messages_together(columns: tuple[str, ...], group: list[tuple[int, dict]]):
-    """One UPDATE giving several messages their own values of ``columns``: a value
+    """One UPDATE giving one or more messages their own values of ``columns``: a value
     they all share is set as it is, the others through ``CASE WHEN id = ...``.
     Returns the statement and its parameters; the statement is built once per
     shape (columns, which of them vary, how many messages), so SQLAlchemy's
@@ -1305,13 +1302,6 @@ def _update_messages_statement(columns: tuple[str, ...], varying: tuple[str, ...
         else:
             assignments[column] = bindparam(f"v_{column}", type_=kind)
     return update(messages).where(messages.c.id.in_(ids)).values(assignments)
-
-
-@functools.lru_cache(maxsize=256)
-def _update_message(columns: tuple[str, ...]):
-    """UPDATE of these columns of one message (parameters: ``b_id`` and ``v_`` + each column)."""
-    return (update(messages).where(messages.c.id == bindparam("b_id"))
-            .values({column: bindparam(f"v_{column}") for column in columns}))
 
 
 _GLOBAL_STATISTICS_SQLITE = {
