@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from schema.main import QueuedMessage, WebhookRequest, utcnow
-from schema.session import driver_tls_args
+from schema.session import mariadb_engine
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,9 @@ def sampling_engine(url: str) -> Engine:
         return create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=NullPool,
                              isolation_level="AUTOCOMMIT",
                              connect_args={"timeout": SAMPLE_TIMEOUT, "check_same_thread": False})
-    return create_engine(parsed, pool_size=1, max_overflow=0, pool_timeout=SAMPLE_TIMEOUT, pool_pre_ping=True,
-                         pool_recycle=3600, isolation_level="AUTOCOMMIT",
-                         connect_args={"connect_timeout": SAMPLE_TIMEOUT, "read_timeout": SAMPLE_TIMEOUT,
-                                       **driver_tls_args(parsed)})
+    return mariadb_engine(parsed, pool_size=1, max_overflow=0, pool_timeout=SAMPLE_TIMEOUT, pool_pre_ping=True,
+                          pool_recycle=3600, isolation_level="AUTOCOMMIT",
+                          connect_args={"connect_timeout": SAMPLE_TIMEOUT, "read_timeout": SAMPLE_TIMEOUT})
 
 
 class QueueCollector(Collector):

@@ -44,14 +44,14 @@ def upgrade_main(database) -> None:
 
 
 def _ensure_mysql_database(database) -> None:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from schema.session import driver_tls_args
+    from schema.session import mariadb_engine
 
     url = make_url(database.url)
     name = url.database
-    engine = create_engine(url.set(database=""), connect_args=driver_tls_args(url))
+    engine = mariadb_engine(url.set(database=""))
     try:
         with engine.begin() as conn:
             conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARSET utf8mb4 COLLATE utf8mb4_unicode_ci"))
