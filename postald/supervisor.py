@@ -55,14 +55,29 @@ class Backoff:
         return delay
 
 
-class Service:
-    """Something the supervisor keeps running: started again with back-off when it ends."""
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to send SIGTERM to the child if the supervisor dies without stopping it."""
+    try:
+        import ctypes
 
-    kind = "service"
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
-    def __init__(self, name: str, backoff: Backoff | None = None):
+
+class ChildService:
+    """A child process the supervisor keeps running, in its own process group (Ctrl-C
+    reaches it only through the supervisor): started again with back-off when it ends."""
+
+    kind = "child"
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                 backoff: Backoff | None = None):
         self.name = name
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
         self.backoff = backoff or Backoff()
+        self.process: subprocess.Popen | None = None
         self.starts = 0
         self.stopping = False
         self._stop_event = gevent.event.Event()
@@ -83,14 +98,36 @@ class Service:
             if not self._greenlet.dead:
                 self._greenlet.kill(block=True, timeout=1.0)
 
-    # -- what subclasses provide -----------------------------------------
+    def kill(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+
+    # -- the child ------------------------------------------------------------
 
     def run_once(self) -> None:
-        """Run the service until it ends (or is stopped)."""
-        raise NotImplementedError
+        """Run the child until it exits."""
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        process = subprocess.Popen(self.argv, env=self.env, process_group=0, preexec_fn=preexec)
+        self.process = process
+        log.info("service.started", extra={"service": self.name, "kind": self.kind, "pid": process.pid})
+        code = process.wait()
+        if not self.stopping:
+            log.warning("service.child_exited", extra={"service": self.name, "pid": process.pid, "status": code})
 
     def _halt(self, timeout: float) -> None:
-        """Make a running ``run_once`` return."""
+        """Ask a running child to exit (SIGTERM); kill it after ``timeout`` seconds."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("service.killed", extra={"service": self.name, "pid": process.pid,
+                                                 "timeout_seconds": timeout})
+            process.kill()
+            process.wait()
 
     # -- the loop -----------------------------------------------------------
 
@@ -116,60 +153,10 @@ class Service:
             self._stop_event.wait(delay)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to send SIGTERM to the child if the supervisor dies without stopping it."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class ChildService(Service):
-    """A child process, in its own process group (Ctrl-C reaches it only through the supervisor)."""
-
-    kind = "child"
-
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
-                 backoff: Backoff | None = None):
-        super().__init__(name, backoff)
-        self.argv = list(argv)
-        self.env = dict(env) if env is not None else None
-        self.process: subprocess.Popen | None = None
-
-    def run_once(self) -> None:
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
-        process = subprocess.Popen(self.argv, env=self.env, process_group=0, preexec_fn=preexec)
-        self.process = process
-        log.info("service.started", extra={"service": self.name, "kind": self.kind, "pid": process.pid})
-        code = process.wait()
-        if not self.stopping:
-            log.warning("service.child_exited", extra={"service": self.name, "pid": process.pid, "status": code})
-
-    def _halt(self, timeout: float) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("service.killed", extra={"service": self.name, "pid": process.pid,
-                                                 "timeout_seconds": timeout})
-            process.kill()
-            process.wait()
-
-    def kill(self) -> None:
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.kill()
-
-
 class Supervisor:
     """Starts every service, waits for SIGTERM/SIGINT (or :meth:`stop`), then stops them all."""
 
-    def __init__(self, services: Sequence[Service], stop_timeout: float = 5.0):
+    def __init__(self, services: Sequence[ChildService], stop_timeout: float = 5.0):
         self.services = list(services)
         self.stop_timeout = stop_timeout
         self._stop_requested = gevent.event.Event()
@@ -183,8 +170,7 @@ class Supervisor:
         if self._stop_requested.is_set():
             log.warning("supervisor.forced_stop", extra={"signal": signal.Signals(signum).name})
             for service in self.services:
-                if isinstance(service, ChildService):
-                    service.kill()
+                service.kill()
             os._exit(1)
         log.info("supervisor.stopping", extra={"signal": signal.Signals(signum).name})
         self.stop()
@@ -207,8 +193,7 @@ class Supervisor:
             if not stopper.dead:
                 log.error("supervisor.stop_incomplete", extra={"service": service.name})
                 stopper.kill(block=False)
-                if isinstance(service, ChildService):
-                    service.kill()
+                service.kill()
         for handler in self._signal_handlers:
             handler.cancel()
         self._signal_handlers.clear()
@@ -255,7 +240,7 @@ def build_supervisor(config_path: str | None, environ: Mapping[str, str]) -> Sup
     from postald.cli.roles import ROLES, role_available
 
     env = _without_per_process_env(environ)
-    services: list[Service] = []
+    services: list[ChildService] = []
     for spec in ROLES.values():
         if role_available(spec):
             services.append(ChildService(spec.command, child_command(spec.command, config_path), env))
