@@ -32,7 +32,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from typing import Callable
 
 import gevent
 import gevent.event
@@ -72,19 +74,24 @@ def launcher_gone(name: str) -> bool:
     return True
 
 
-def watch_launcher(stopping: gevent.event.Event, interval: float = 1.0) -> None:
-    """In a gevent process: set ``stopping`` once the launcher that started it is gone."""
+def watch_launcher(name: str, wait_stopped: Callable[[float], bool], stop: Callable[[], None],
+                   interval: float = 1.0) -> None:
+    """Call ``stop()`` once the launcher that started this process is gone.
+
+    ``wait_stopped(seconds)`` waits at most that long and says whether the
+    process is stopping anyway (an ``Event``'s ``wait``).  The watch runs in a
+    daemon thread: a greenlet in the SMTP server, where ``threading`` is
+    gevent's."""
     if launcher_pid() is None:
         return
 
     def watch() -> None:
-        while not stopping.is_set():
-            if launcher_gone("smtp"):
-                stopping.set()
+        while not wait_stopped(interval):
+            if launcher_gone(name):
+                stop()
                 return
-            gevent.sleep(interval)
 
-    gevent.spawn(watch)
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 class _Child:

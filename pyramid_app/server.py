@@ -30,7 +30,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
 from postald import health, wakeup
-from postald.processes import launcher_gone, process_index, run_processes
+from postald.processes import process_index, run_processes, watch_launcher
 
 log = logging.getLogger("pyramid_app.server")
 
@@ -85,6 +85,10 @@ class WebServer:
         """Ask :meth:`serve` to return (safe from a signal handler or another thread)."""
         self._stopping.set()
 
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for :meth:`stop`; whether it was called."""
+        return self._stopping.wait(timeout)
+
     def _busy(self) -> bool:
         return any(channel.requests or channel.request is not None or channel.total_outbufs_len
                    for channel in self._channels())
@@ -110,18 +114,6 @@ def shared_listener(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     dualstack = host == "::" and socket.has_dualstack_ipv6()
     return socket.create_server((host, port), family=family, backlog=1024, reuse_port=True, dualstack_ipv6=dualstack)
-
-
-def watch_launcher(web: "WebServer", interval: float = 1.0) -> None:
-    """Stop ``web`` once the launcher that started this process is gone."""
-
-    def watch() -> None:
-        while not web._stopping.wait(interval):
-            if launcher_gone("web"):
-                web.stop()
-                return
-
-    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 def start_health_server(config, database):
@@ -172,7 +164,7 @@ def run(config) -> int:
         if stop_requested.is_set():
             web.stop()
         if index is not None:
-            watch_launcher(web)
+            watch_launcher("web", web.wait_stopped, web.stop)
         log.info("web_server.started", extra={"addresses": [f"{h}:{p}" for h, p in web.addresses], "index": index})
         web.serve()
     finally:

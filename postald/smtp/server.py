@@ -381,7 +381,7 @@ def run(config, shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> int:
     # already be served before start() returns.
     gevent.signal_handler(signal.SIGTERM, on_signal, "TERM")
     gevent.signal_handler(signal.SIGINT, on_signal, "INT")
-    watch_launcher(stopping)
+    watch_launcher("smtp", stopping.wait, stopping.set)
     database = Database(config)
     role = SMTPServerRole(config, database)
     role.start()
