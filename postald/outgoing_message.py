@@ -158,13 +158,26 @@ def strip_address(value: str | None) -> str:
     return _COMMENT.sub("", text).strip()
 
 
-def authorised_domain(connection, server, from_values: Iterable[str | None], sender_values: Iterable[str | None] = ()):
+def authorised_domain(lookup, server, from_values: Iterable[str | None], sender_values: Iterable[str | None] = ()):
     """The id of the domain authorising a message (see
-    :func:`postald.services.domains.authorised_domain_id`), read on ``connection``
-    (a SQLAlchemy connection; a session's is ``session.connection()``)."""
+    :func:`postald.services.domains.authorised_domain_id`), each domain name found
+    with ``lookup`` (:func:`connection_lookup` or :func:`read_lookup`)."""
     return domain_service.authorised_domain_id(
-        lambda name: domain_service.authenticating_domain_id(connection, server.id, server.organization_id, name),
-        server.allow_sender, {"from": list(from_values), "sender": list(sender_values)})
+        lookup, server.allow_sender, {"from": list(from_values), "sender": list(sender_values)})
+
+
+def connection_lookup(connection, server):
+    """A domain lookup for ``server`` reading on ``connection`` (a SQLAlchemy
+    connection; a session's is ``session.connection()``)."""
+    return domain_service.domain_lookup(lambda work: work(connection), server.id, server.organization_id)
+
+
+def read_lookup(database, server, shared=None):
+    """A domain lookup for ``server`` running each read on the database's read
+    engine; with ``shared`` (a :class:`postald.shared_reads.SharedReads`), one
+    read answers every concurrent request asking for the same name."""
+    return domain_service.domain_lookup(lambda work: prepared.read(database.read_engine, work),
+                                        server.id, server.organization_id, shared)
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -264,7 +277,8 @@ class OutgoingMessagePrototype:
     ``source_type`` becomes the ``from`` word of the Received header (``api``
     for the API).  ``received`` is the Received header value to use; when not
     given it is generated from the client address (with a PTR lookup) by
-    :func:`received_header`.
+    :func:`received_header`.  ``shared`` (a :class:`postald.shared_reads.SharedReads`)
+    lets concurrent requests share the reads of :meth:`send`.
     """
 
     database: Any
@@ -274,6 +288,7 @@ class OutgoingMessagePrototype:
     attributes: dict
     credential_id: int | None = None
     received: str | None = None
+    shared: Any = None
     message_id: str = field(init=False)
     _raw: bytes | None = field(default=None, init=False, repr=False)
     _domain: Any = field(default=None, init=False, repr=False)
@@ -318,14 +333,14 @@ class OutgoingMessagePrototype:
                 result.append(address)
         return result
 
-    def domain(self, connection):
+    def domain(self, lookup):
         """The id of the verified domain authorising the From (or Sender) address, or None
-        (read on ``connection`` the first time)."""
+        (found with the domain ``lookup`` the first time)."""
         if self._domain is None:
-            self._domain = authorised_domain(connection, self.server, [self.from_], [self.sender])
+            self._domain = authorised_domain(lookup, self.server, [self.from_], [self.sender])
         return self._domain
 
-    def _problems(self, connection) -> Iterator[tuple[str, str]]:
+    def _problems(self, lookup) -> Iterator[tuple[str, str]]:
         """Each validation error as ``(code, message)``, lazily, in Postal's order."""
         if not (self.to or self.cc or self.bcc):
             yield NO_RECIPIENTS
@@ -336,7 +351,7 @@ class OutgoingMessagePrototype:
             yield NO_CONTENT
         if blank(self.from_):
             yield FROM_MISSING
-        elif self.domain(connection) is None:
+        elif self.domain(lookup) is None:
             yield UNAUTHENTICATED_FROM
         for attachment in self.attachments:
             if blank(attachment.name):
@@ -344,16 +359,17 @@ class OutgoingMessagePrototype:
             if not attachment.data.strip():
                 yield ATTACHMENT_MISSING_DATA
 
-    def first_error(self, connection) -> tuple[str, str] | None:
-        """Postal's first validation error as ``(code, message)``, or None when valid."""
-        return next(self._problems(connection), None)
+    def first_error(self, lookup) -> tuple[str, str] | None:
+        """Postal's first validation error as ``(code, message)``, or None when valid;
+        ``lookup`` finds domains (:func:`connection_lookup`, :func:`read_lookup`)."""
+        return next(self._problems(lookup), None)
 
-    def errors(self, connection) -> list[tuple[str, str]]:
+    def errors(self, lookup) -> list[tuple[str, str]]:
         """Every distinct validation error, in order (the web UI lists them all)."""
-        return list(dict.fromkeys(self._problems(connection)))
+        return list(dict.fromkeys(self._problems(lookup)))
 
-    def validate(self, connection) -> None:
-        error = self.first_error(connection)
+    def validate(self, lookup) -> None:
+        error = self.first_error(lookup)
         if error is not None:
             raise SubmissionError(*error)
 
@@ -421,7 +437,7 @@ class OutgoingMessagePrototype:
 
     def _create(self, addresses: list[str]) -> list[StoredMessage]:
         if self._domain is None:
-            prepared.read(self.database.read_engine, self.domain)
+            self.domain(read_lookup(self.database, self.server, self.shared))
         mail_from = strip_address(self.from_)
         return store_all(
             self.database, self.server, [(address, mail_from) for address in addresses], self.raw_message(),
@@ -439,10 +455,10 @@ class OutgoingMessagePrototype:
         """Validate, then create every message: the API's success data.
 
         Raises :class:`SubmissionError` and stores nothing when invalid.  The
-        validation read is over before anything is stored (SQLite has a single
+        validation reads are over before anything is stored (SQLite has a single
         connection per process).
         """
-        prepared.read(self.database.read_engine, self.validate)
+        self.validate(read_lookup(self.database, self.server, self.shared))
         return {"message_id": self.message_id, "messages": self.create_messages()}
 
 
@@ -553,6 +569,7 @@ class RawSubmission:
     raw: bytes
     credential_id: int | None = None
     bounce: bool = False
+    shared: Any = None  # a SharedReads for the sender check, as for OutgoingMessagePrototype
 
     def header_values(self) -> tuple[list[str], list[str]]:
         """The From and Sender addresses of the message's header block."""
@@ -562,9 +579,9 @@ class RawSubmission:
         sender_addresses = _addresses([str(v) for v in headers.get_all("Sender") or []])
         return from_addresses, sender_addresses[:1]
 
-    def domain(self, connection):
+    def domain(self, lookup):
         from_addresses, sender_addresses = self.header_values()
-        return authorised_domain(connection, self.server, from_addresses or [None], sender_addresses or [None])
+        return authorised_domain(lookup, self.server, from_addresses or [None], sender_addresses or [None])
 
     def recipients(self) -> list[str]:
         seen: set[str] = set()
@@ -578,7 +595,7 @@ class RawSubmission:
 
     def send(self) -> dict:
         """Check the sender, then store and queue one copy per distinct recipient."""
-        domain = prepared.read(self.database.read_engine, self.domain)
+        domain = self.domain(read_lookup(self.database, self.server, self.shared))
         if domain is None:
             raise SubmissionError("UnauthenticatedFromAddress")
         stored = store_all(self.database, self.server, [(address, self.mail_from) for address in self.recipients()],

@@ -3,7 +3,9 @@
 :func:`make_app` builds one Pyramid WSGI application from a
 :class:`postald.config.Config`.  Each part of the site is a module included
 with ``config.include(...)``; the Postal ``Config`` and the ``Database`` are
-in the registry settings ``postal.config`` and ``postal.database``, and
+in the registry settings ``postal.config`` and ``postal.database`` (with
+``postal.shared_reads``, the :class:`postald.shared_reads.SharedReads` of
+the API's lookups), and
 Jinja2 (``.jinja2`` templates under ``pyramid_app/templates``) is set up for
 every part that renders pages.
 """
@@ -11,6 +13,8 @@ every part that renders pages.
 from __future__ import annotations
 
 from pyramid.config import Configurator
+
+from postald.shared_reads import SharedReads
 
 #: The parts of the site, included in this order.
 PARTS = (
@@ -27,6 +31,8 @@ def settings_for(config, database) -> dict:
     return {
         "postal.config": config,
         "postal.database": database,
+        # API requests asking the database the same question at once share one read.
+        "postal.shared_reads": SharedReads(),
         "jinja2.directories": "pyramid_app:templates",
     }
 

@@ -220,6 +220,21 @@ def authenticating_domain_id(connection, server_id: int, organization_id: int, n
     return chosen.id if chosen is not None else None
 
 
+def domain_lookup(read, server_id: int, organization_id: int | None, shared=None):
+    """``lookup(name)`` for :func:`authorised_domain_id`: :func:`authenticating_domain_id`
+    run as ``read(work)``, which calls ``work(connection)``.  With ``shared`` (a
+    :class:`postald.shared_reads.SharedReads`) concurrent lookups of the same
+    name for the same server share one read."""
+
+    def lookup(name: str) -> int | None:
+        def work() -> int | None:
+            return read(lambda connection: authenticating_domain_id(connection, server_id, organization_id, name))
+
+        return work() if shared is None else shared.read(("domain", server_id, organization_id, name), work)
+
+    return lookup
+
+
 _COMMENT = re.compile(r"\([^)]*\)")
 
 

@@ -20,7 +20,7 @@ the lookup retried once.
 
 Sessions asking the same question at the same moment (the credential of
 one client address, the route for one recipient, the domain of one From
-name) share one read of it (:mod:`postald.smtp.shared_reads`), begun after
+name) share one read of it (:mod:`postald.shared_reads`), begun after
 each of them asked, so no answer is older than its question.
 
 A credential's ``last_used_at`` is written with a precision of one minute
@@ -44,7 +44,7 @@ from postald.services import servers as server_service
 from postald.smtp import auth, received, routing
 from postald.smtp.envelope import Credential, Envelope, Recipient, Rejection, StoredMessage
 from postald.smtp.protocol import SessionSettings
-from postald.smtp.shared_reads import SharedReads
+from postald.shared_reads import SharedReads
 from postald.smtp.storage import MessageStore
 from schema.main import Credential as CredentialRow
 
@@ -150,14 +150,8 @@ class DatabaseBackend:
         return received.generate(self.config, self.resolver, helo_name, ip_address, "smtp", privacy)
 
     def authorised_domain(self, credential: Credential, headers: dict[str, list[str | None]]) -> int | None:
-        server_id, organization_id = credential.server_id, credential.organization_id
-
-        def lookup(name: str) -> int | None:
-            return self._shared.read(
-                ("domain", server_id, organization_id, name),
-                lambda: self._read(lambda connection: domain_service.authenticating_domain_id(
-                    connection, server_id, organization_id, name)))
-
+        lookup = domain_service.domain_lookup(self._read, credential.server_id, credential.organization_id,
+                                              self._shared)
         return domain_service.authorised_domain_id(lookup, credential.allow_sender, headers)
 
     def store(self, envelope: Envelope) -> list[StoredMessage]:

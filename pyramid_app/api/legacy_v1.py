@@ -7,6 +7,11 @@ Each action is a plain function ``(call) -> data`` registered with
 response envelope (:mod:`pyramid_app.api.envelope`).  Authentication commits
 the credential's last-used time in its own unit of work, and nothing holds a
 database connection while messages are stored (SQLite has one per process).
+
+Requests asking the same question at the same moment (the credential of one
+key, the domain of one From name) share one read of it
+(:mod:`postald.shared_reads`), begun after each of them arrived: a key
+revoked or a domain removed before a request arrives is never honoured.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from postald.outgoing_message import OutgoingMessagePrototype, RawSubmission, Su
 from postald.services import credentials as credential_service
 from postald.services import prepared
 from postald.services.prepared import PreparedSelect
+from postald.shared_reads import SharedReads
 from pyramid_app.api import envelope, message_data
 from pyramid_app.api.envelope import ApiError, ParameterError
 from pyramid_app.api.params import read_parameters
@@ -80,6 +86,7 @@ class Call:
     server: ApiServer
     credential: ApiCredential
     params: dict
+    shared: SharedReads | None = None
 
     @property
     def client_ip(self) -> str:
@@ -151,28 +158,40 @@ def _trusted(address: str, networks: list) -> bool:
 
 # -- authentication -------------------------------------------------------------------
 
-def authenticate(database, key: str | None) -> tuple[ApiServer, ApiCredential]:
+def authenticate(database, key: str | None, shared: SharedReads | None = None) -> tuple[ApiServer, ApiCredential]:
     """The server and API credential of ``key``; records the credential's use.
 
     The key is looked up in the database (one query, on the driver), then
     compared case-sensitively in constant time (MariaDB's collation would match
     any case).  ``last_used_at`` is written at most every
     ``LAST_USED_RESOLUTION`` so that a busy key does not cost a write per
-    request.
+    request.  With ``shared``, requests presenting the same key at the same
+    moment share one lookup (and one use record), begun after each of them
+    arrived.
     """
     if blank(key):
         raise ApiError("AccessDenied", "Must be authenticated as a server.")
-    rows = prepared.read(database.read_engine, lambda connection: _API_KEY.rows(connection, key=key))
-    found = next((row for row in rows if hmac.compare_digest(row.key.encode(), key.encode())), None)
+    if shared is None:
+        found, last_used_at = _look_up_key(database, key)
+    else:
+        found, last_used_at = shared.read(("api-key", key), lambda: _look_up_key(database, key))
     if found is None:
         raise ApiError("InvalidServerAPIKey", "The API token provided in X-Server-API-Key was not valid.", token=key)
     if found.suspended_at is not None or found.organization_suspended_at is not None:
         raise ApiError("ServerSuspended")
-    last_used_at = credential_service.record_use(database.engine, found.id, found.last_used_at,
-                                                 LAST_USED_RESOLUTION)
     server = ApiServer(found.server_id, found.organization_id, bool(found.allow_sender), found.ip_pool_id,
                        bool(found.privacy_mode))
     return server, ApiCredential(found.id, last_used_at)
+
+
+def _look_up_key(database, key: str) -> tuple[Any, dt.datetime | None]:
+    """The row of the API credential ``key`` (or None) and its last use, recorded
+    now when due and the server may use the API."""
+    rows = prepared.read(database.read_engine, lambda connection: _API_KEY.rows(connection, key=key))
+    found = next((row for row in rows if hmac.compare_digest(row.key.encode(), key.encode())), None)
+    if found is None or found.suspended_at is not None or found.organization_suspended_at is not None:
+        return found, None
+    return found, credential_service.record_use(database.engine, found.id, found.last_used_at, LAST_USED_RESOLUTION)
 
 
 # -- the action wrapper ---------------------------------------------------------------
@@ -185,9 +204,10 @@ def action(function: Callable[[Call], Any]):
         settings = request.registry.settings
         config, database = settings["postal.config"], settings["postal.database"]
         try:
-            server, credential = authenticate(database, request.headers.get(API_KEY_HEADER))
+            shared = settings["postal.shared_reads"]
+            server, credential = authenticate(database, request.headers.get(API_KEY_HEADER), shared)
             params = read_parameters(request, config)
-            call = Call(request, config, database, server, credential, params)
+            call = Call(request, config, database, server, credential, params, shared)
             return envelope.success(function(call), started)
         except ApiError as exc:
             return envelope.error(exc, started)
@@ -207,7 +227,8 @@ def action(function: Callable[[Call], Any]):
 def send_message(call: Call) -> dict:
     """Compose a message from fields and send it to every To, Cc and Bcc recipient."""
     prototype = OutgoingMessagePrototype(
-        call.database, call.server, call.client_ip, "api", call.params, credential_id=call.credential.id)
+        call.database, call.server, call.client_ip, "api", call.params, credential_id=call.credential.id,
+        shared=call.shared)
     try:
         return prototype.send()
     except SubmissionError as exc:
@@ -229,7 +250,7 @@ def send_raw(call: Call) -> dict:
         raise ParameterError(f"Message too large (maximum size {call.config.smtp_server.max_message_size}MB)")
     submission = RawSubmission(
         call.database, call.server, outgoing_message.header_text(params["mail_from"]), params["rcpt_to"], raw,
-        credential_id=call.credential.id, bounce=truthy(params.get("bounce")))
+        credential_id=call.credential.id, bounce=truthy(params.get("bounce")), shared=call.shared)
     try:
         return submission.send()
     except SubmissionError as exc:

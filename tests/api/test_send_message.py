@@ -214,7 +214,7 @@ def test_message_has_postals_mime_structure(api, world):
 # -- Postal's spec/models/outgoing_message_prototype_spec.rb ---------------------------------
 
 def test_prototype_creates_one_message(api, world):
-    from postald.outgoing_message import OutgoingMessagePrototype
+    from postald.outgoing_message import OutgoingMessagePrototype, connection_lookup
     from postald.services import servers
 
     with world.database.unit_of_work() as session:
@@ -224,7 +224,7 @@ def test_prototype_creates_one_message(api, world):
         "from": f"test@{world.domain}", "to": "test@example.com", "subject": "Test Message",
         "plain_body": "A plain body!"})
     with world.database.unit_of_work() as session:
-        assert prototype.first_error(session.connection()) is None
+        assert prototype.first_error(connection_lookup(session.connection(), server)) is None
     created = prototype.create_message("test@example.com")
     assert isinstance(created["id"], int) and isinstance(created["token"], str)
     message = world.message_db.message(created["id"])

@@ -25,7 +25,7 @@ from pyramid.view import view_config, view_defaults
 from sqlalchemy import func, select
 
 from postald import wakeup
-from postald.outgoing_message import OutgoingMessagePrototype, blank, strip_address
+from postald.outgoing_message import OutgoingMessagePrototype, blank, connection_lookup, strip_address
 from postald.services import routes as route_service
 from postald.smtp.routing import deliveries_through
 from pyramid_app.ui import helpers
@@ -181,7 +181,7 @@ class SendTestMessageViews(MessageScoped):
         database = self.database()
         prototype = OutgoingMessagePrototype(database, self.server, self.request.client_ip, SOURCE_TYPE, values)
         with database.unit_of_work() as session:
-            errors = [code for code, _message in prototype.errors(session.connection())]
+            errors = [code for code, _message in prototype.errors(connection_lookup(session.connection(), self.server))]
         if errors:
             return errors, []
         return [], [entry["id"] for entry in prototype.create_messages().values()]

@@ -123,6 +123,12 @@ class SharedReads:
         leader.lead = True
         leader.wake.set()
 
+    def waiting(self, key: Hashable) -> int:
+        """How many askers of ``key`` wait for the read after the one running."""
+        with self._lock:
+            question = self._questions.get(key)
+            return len(question.waiting) if question is not None else 0
+
     def __len__(self) -> int:
         """How many questions have a read running or waiting to run."""
         return len(self._questions)

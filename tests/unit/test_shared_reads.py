@@ -14,8 +14,8 @@ import gevent.event
 import gevent.lock
 import pytest
 
-from postald.smtp import shared_reads
-from postald.smtp.shared_reads import SharedReads
+from postald import shared_reads
+from postald.shared_reads import SharedReads
 
 
 class Interrupted(BaseException):
