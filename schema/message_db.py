@@ -765,12 +765,15 @@ class MessageDB:
             return []
         timestamp = now()
         prepared = []
+        parsed: dict[int, tuple] = {}  # a raw message sent to several recipients is parsed once
         for item in items:
             fields = dict(item)
             raw = fields.pop("raw")
             options = {key: fields.pop(key, default) for key, default in
                        (("queue", True), ("ip_address_id", None), ("manual", False))}
-            prepared.append((*_new_message_values(timestamp, raw, **fields), options))
+            if id(raw) not in parsed:
+                parsed[id(raw)] = _parse_raw(raw)
+            prepared.append((*_new_message_values(timestamp, raw, parsed[id(raw)], **fields), options))
         scopes: dict[str, int] = {}
         for values, *_ in prepared:
             scopes[values["scope"]] = scopes.get(values["scope"], 0) + 1
@@ -1161,13 +1164,21 @@ class MessageDB:
             return [dict(r) for r in conn.execute(query).mappings().all()]
 
 
-def _new_message_values(timestamp: float, raw: bytes, *, scope: str, rcpt_to: str, mail_from: str | None,
+def _parse_raw(raw: bytes) -> tuple[bytes, bytes | None, dict[str, list[str]]]:
+    """A raw message's header block, body and parsed headers."""
+    headers_raw, body_raw = split_raw(raw)
+    return headers_raw, body_raw, parse_headers(headers_raw)
+
+
+def _new_message_values(timestamp: float, raw: bytes, parsed: tuple[bytes, bytes | None, dict[str, list[str]]], *,
+                        scope: str, rcpt_to: str, mail_from: str | None,
                         route_id=None, domain_id=None, credential_id=None, endpoint_id=None, endpoint_type=None,
                         bounce: bool = False, bounce_for_id=None, tag=None, received_with_ssl=None,
                         status: str = "Pending") -> tuple[dict, bytes, bytes | None, dict]:
-    """The messages-row values of a new message, and its split and parsed raw parts."""
-    headers_raw, body_raw = split_raw(raw)
-    headers = parse_headers(headers_raw)
+    """The messages-row values of a new message, and its split raw parts and
+    (a copy of) its headers; ``parsed`` is :func:`_parse_raw` of ``raw``."""
+    headers_raw, body_raw, shared_headers = parsed
+    headers = {name: list(values) for name, values in shared_headers.items()}
     subject = (headers.get("subject") or [None])[0]
     message_id = (headers.get("message-id") or [None])[0]
     if message_id:

@@ -255,3 +255,20 @@ def test_rows_every_writer_shares_are_updated_last_before_the_commit(database):
                   if not _is_shared_row_update(statement) and not statement.startswith(("SAVEPOINT", "RELEASE"))]
         assert max(others) < min(shared), (name, transaction)
     assert any(statement.startswith("UPDATE raw_message_sizes") for statement in stored[-1] + delivered[-1])
+
+
+def test_a_raw_message_for_several_recipients_is_parsed_once(database, monkeypatch):
+    server_id = make_server(database)
+    db = database.message_db(server_id)
+    parses = []
+    real_parse = mdb.parse_headers
+    monkeypatch.setattr(mdb, "parse_headers", lambda raw: parses.append(raw) or real_parse(raw))
+    other = RAW.replace(b"Subject: ", b"Subject: Other ")
+    created = db.insert_messages([dict(scope="outgoing", rcpt_to=f"r{i}@example.org", mail_from="s@example.com",
+                                       raw=raw) for i, raw in enumerate((RAW, RAW, other, RAW))])
+    assert len(parses) == 2
+    subjects = [message.row["subject"] for message in created]
+    assert subjects == ["Hello wörld", "Hello wörld", "Other Hello wörld", "Hello wörld"]
+    created[0].headers()["subject"].append("changed")  # each message has headers of its own
+    assert created[1].headers()["subject"] == [subjects[0]]
+    assert [db.message(message.id).row["subject"] for message in created] == subjects
