@@ -46,15 +46,22 @@ MAX_RECIPIENTS_PER_FIELD = 50
 class _MimePolicy(email.policy.Compat32):
     """compat32 with CRLF line endings: long header lines folded at whitespace.
 
-    A header line that is already short plain ASCII is written as it is,
-    which is exactly what compat32's folding makes of it, without running the
-    folding machinery (most of the time spent generating a message).
+    Two kinds of plain ASCII header line are written without running the
+    folding machinery (most of the time spent generating a message), exactly
+    as compat32 folds them: a line short enough as it is, and a line with one
+    ``"; "`` whose two halves each fit on a line (the Received header, a
+    multipart Content-Type with its boundary), which compat32 folds there.
     """
 
     def fold_binary(self, name, value):
-        if (isinstance(value, str) and len(name) + 2 + len(value) <= self.max_line_length
-                and _PLAIN_HEADER_VALUE.fullmatch(value)):
-            return f"{name}: {value}{self.linesep}".encode("ascii")
+        if isinstance(value, str) and _PLAIN_HEADER_VALUE.fullmatch(value):
+            limit = self.max_line_length
+            if len(name) + 2 + len(value) <= limit:
+                return f"{name}: {value}{self.linesep}".encode("ascii")
+            first, separator, second = value.partition("; ")
+            if (separator and ";" not in first and ";" not in second and second[:1] not in ("", " ", "\t")
+                    and len(name) + 3 + len(first) <= limit and 1 + len(second) <= limit):
+                return f"{name}: {first};{self.linesep} {second}{self.linesep}".encode("ascii")
         return super().fold_binary(name, value)
 
 
