@@ -76,7 +76,6 @@ _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_BASE64 = bytes(byte for byte in range(256) if byte not in _BASE64_ALPHABET)
-_COMMENT = re.compile(r"\(.+?\)")
 
 
 # -- Ruby value semantics ------------------------------------------------------------------
@@ -154,16 +153,6 @@ def recipient_list(value: Any) -> list[str]:
 
 
 # -- addresses and sender authorisation ----------------------------------------------
-
-def strip_address(value: str | None) -> str:
-    """The bare address of ``Name <local@domain> (comment)``: ``local@domain``."""
-    text = value or ""
-    if "<" in text:
-        text = text[text.rindex("<") + 1:]
-    if ">" in text:
-        text = text[: text.index(">")]
-    return _COMMENT.sub("", text).strip()
-
 
 def authorised_domain(lookup, server, from_values: Iterable[str | None], sender_values: Iterable[str | None] = ()):
     """The id of the domain authorising a message (see
@@ -334,7 +323,7 @@ class OutgoingMessagePrototype:
         seen: set[str] = set()
         result = []
         for entry in self.to + self.cc + self.bcc:
-            address = strip_address(entry)
+            address = domain_service.strip_display_name(entry)
             if address and address.lower() not in seen:
                 seen.add(address.lower())
                 result.append(address)
@@ -445,7 +434,7 @@ class OutgoingMessagePrototype:
     def _create(self, addresses: list[str]) -> list[StoredMessage]:
         if self._domain is None:
             self.domain(read_lookup(self.database, self.server, self.shared))
-        mail_from = strip_address(self.from_)
+        mail_from = domain_service.strip_display_name(self.from_)
         return store_all(
             self.database, self.server, [(address, mail_from) for address in addresses], self.raw_message(),
             domain_id=self._domain,

@@ -235,7 +235,19 @@ def domain_lookup(read, server_id: int, organization_id: int | None, shared=None
     return lookup
 
 
-_COMMENT = re.compile(r"\([^)]*\)")
+_COMMENT = re.compile(r"\(.+?\)")
+
+
+def strip_display_name(value: str | None) -> str:
+    """The bare address of ``Name <local@domain> (comment)``: everything up to
+    the last ``<`` and from the first ``>`` removed, then every ``(...)``
+    comment, then surrounding whitespace (Postal's rule; ``()`` is no comment)."""
+    text = value or ""
+    if "<" in text:
+        text = text[text.rindex("<") + 1:]
+    if ">" in text:
+        text = text[:text.index(">")]
+    return _COMMENT.sub("", text).strip()
 
 
 def bare_address(value: str | None) -> tuple[str, str] | None:
@@ -243,13 +255,7 @@ def bare_address(value: str | None) -> tuple[str, str] | None:
     and comments; None when either part is missing."""
     if not value or not value.strip():
         return None
-    text = value
-    if "<" in text:
-        text = text[text.rindex("<") + 1:]
-    if ">" in text:
-        text = text[:text.index(">")]
-    text = _COMMENT.sub("", text).strip()
-    local, _, domain = text.partition("@")
+    local, _, domain = strip_display_name(value).partition("@")
     if not local or not domain:
         return None
     return local, domain.strip()

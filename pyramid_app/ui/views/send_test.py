@@ -25,8 +25,9 @@ from pyramid.view import view_config, view_defaults
 from sqlalchemy import func, select
 
 from postald import wakeup
-from postald.outgoing_message import OutgoingMessagePrototype, blank, connection_lookup, strip_address
+from postald.outgoing_message import OutgoingMessagePrototype, blank, connection_lookup
 from postald.services import routes as route_service
+from postald.services.domains import strip_display_name
 from postald.smtp.routing import deliveries_through
 from pyramid_app.ui import helpers
 from pyramid_app.ui.helpers import Form
@@ -74,7 +75,7 @@ class IncomingTestMessage:
     def __init__(self, database, server, ip_address: str | None, attributes: dict):
         self.database = database
         self.server = server
-        self.to = strip_address(attributes.get("to"))
+        self.to = strip_display_name(attributes.get("to"))
         self.from_ = attributes.get("from")
         self.subject = attributes.get("subject")
         self.composed = OutgoingMessagePrototype(
@@ -113,7 +114,7 @@ class IncomingTestMessage:
 
     def create_messages(self, deliveries) -> list:
         """Store and queue one message per delivery; every one is committed when this returns."""
-        common = {"scope": "incoming", "rcpt_to": self.to, "mail_from": strip_address(self.from_),
+        common = {"scope": "incoming", "rcpt_to": self.to, "mail_from": strip_display_name(self.from_),
                   "raw": self.composed.raw_message(), "bounce": False}
         items = [dict(common, route_id=d.route_id, domain_id=d.domain_id, endpoint_type=d.endpoint_type,
                       endpoint_id=d.endpoint_id) for d in deliveries]
