@@ -1,25 +1,27 @@
-"""One database read answering every session that asks the same question at once.
+"""One database read answering everyone who asks the same question at once.
 
-Under load, many SMTP sessions ask the database the same thing at the same
-moment: the SMTP-IP credential of the same client address, the route for the
-same recipient, the domain authorising the same From.  Each read costs far
+Under load, many SMTP sessions (greenlets) and API requests (threads) ask
+the database the same thing at the same moment: the SMTP-IP credential of
+the same client address, the route for the same recipient, the credential of
+the same API key, the domain authorising the same From.  Each read costs far
 more CPU (in the driver, the kernel and the database) than sharing its answer,
 so :class:`SharedReads` runs at most one read per question at a time:
 
-* a session asking while no read of its question is running runs one;
-* a session asking while one is running waits for the *next* read, which
+* an asker (a session or a request) arriving while no read of its question
+  is running runs one;
+* an asker arriving while one is running waits for the *next* read, which
   starts as soon as the running one ends and answers everyone who asked in the
   meantime.
 
-Every answer therefore comes from a read begun after its session asked: a
-change committed before a session asked (a route added, a credential revoked,
+Every answer therefore comes from a read begun after its asker asked: a
+change committed before someone asked (a route added, a credential revoked,
 a server suspended) is always in its answer, exactly as without sharing.  A
 quiet server sees no difference at all; a busy one reads once per question
 per database round trip instead of once per message.
 
-A read that fails with an error fails for every session it was answering.
-A session interrupted while it waits (its greenlet killed) leaves the others
-unharmed; if it was to run the next read, the next waiting session runs it.
+A read that fails with an error fails for every asker it was answering.
+An asker interrupted while it waits (a greenlet killed) leaves the others
+unharmed; if it was to run the next read, the next waiting asker runs it.
 """
 
 from __future__ import annotations
