@@ -86,7 +86,7 @@ class Call:
     server: ApiServer
     credential: ApiCredential
     params: dict
-    shared: SharedReads | None = None
+    shared: SharedReads
 
     @property
     def client_ip(self) -> str:
@@ -158,23 +158,20 @@ def _trusted(address: str, networks: list) -> bool:
 
 # -- authentication -------------------------------------------------------------------
 
-def authenticate(database, key: str | None, shared: SharedReads | None = None) -> tuple[ApiServer, ApiCredential]:
+def authenticate(database, key: str | None, shared: SharedReads) -> tuple[ApiServer, ApiCredential]:
     """The server and API credential of ``key``; records the credential's use.
 
     The key is looked up in the database (one query, on the driver), then
     compared case-sensitively in constant time (MariaDB's collation would match
     any case).  ``last_used_at`` is written at most every
     ``LAST_USED_RESOLUTION`` so that a busy key does not cost a write per
-    request.  With ``shared``, requests presenting the same key at the same
-    moment share one lookup (and one use record), begun after each of them
+    request.  Requests presenting the same key at the same moment share one
+    lookup (and one use record) through ``shared``, begun after each of them
     arrived.
     """
     if blank(key):
         raise ApiError("AccessDenied", "Must be authenticated as a server.")
-    if shared is None:
-        found, last_used_at = _look_up_key(database, key)
-    else:
-        found, last_used_at = shared.read(("api-key", key), lambda: _look_up_key(database, key))
+    found, last_used_at = shared.read(("api-key", key), lambda: _look_up_key(database, key))
     if found is None:
         raise ApiError("InvalidServerAPIKey", "The API token provided in X-Server-API-Key was not valid.", token=key)
     if found.suspended_at is not None or found.organization_suspended_at is not None:
