@@ -8,13 +8,14 @@ in the registry settings ``postal.config`` and ``postal.database`` (with
 the API's lookups), and
 Jinja2 (``.jinja2`` templates under ``pyramid_app/templates``) is set up for
 every part that renders pages.
+
+Importing the package imports nothing else: ``python -m pyramid_app.server``
+must put the standard library on the gevent hub before Pyramid is loaded
+(Pyramid keeps the current request in a thread-local, which has to be
+greenlet-local there).
 """
 
 from __future__ import annotations
-
-from pyramid.config import Configurator
-
-from postald.shared_reads import SharedReads
 
 #: The parts of the site, included in this order.
 PARTS = (
@@ -28,6 +29,8 @@ PARTS = (
 
 
 def settings_for(config, database) -> dict:
+    from postald.shared_reads import SharedReads
+
     return {
         "postal.config": config,
         "postal.database": database,
@@ -39,6 +42,8 @@ def settings_for(config, database) -> dict:
 
 def make_app(config, database=None):
     """The WSGI application for ``config`` (a :class:`schema.session.Database` is created if not given)."""
+    from pyramid.config import Configurator
+
     if database is None:
         from schema.session import Database
 

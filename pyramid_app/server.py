@@ -12,10 +12,21 @@ With ``web_server.processes`` above 1 (beyond Postal) it is a launcher for
 that many such processes sharing the port (:mod:`postald.processes`); the
 first of them runs the health server.
 
-Run it with ``postal web-server`` or ``python -m pyramid_app.server``.
+Run it with ``postal web-server`` or ``python -m pyramid_app.server``.  Either
+way the process runs on a gevent hub, like the SMTP server and the worker:
+waitress's ``max_threads`` task threads are greenlets, so a request waiting
+for the database lets the others run without a switch between OS threads
+(which, with a lock handed between threads at every database round trip,
+cost more CPU than the requests themselves).  Blocking C work (bcrypt, RSA key
+generation) runs on the hub's thread pool (:mod:`postald.off_hub`).
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # python -m pyramid_app.server: patch before anything imports socket or threading
+    from gevent import monkey
+
+    monkey.patch_all()
 
 import argparse
 import logging

@@ -1,7 +1,7 @@
 """The ``postal`` command.
 
-The commands that run on the gevent hub (``smtp-server``, ``worker`` and
-``run``) need ``gevent.monkey.patch_all()`` before any other module imports
+The commands that run on the gevent hub (``smtp-server``, ``worker``,
+``web-server`` and ``run``) need ``gevent.monkey.patch_all()`` before any other module imports
 ``socket``, ``ssl``, ``threading`` or ``subprocess``.  So this module imports
 nothing of its own at the top: :func:`main` looks at the command line,
 patches when the command needs it, and only then imports the command code
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 #: Commands that run on the gevent hub and so need the standard library patched first.
-GEVENT_COMMANDS = frozenset({"smtp-server", "worker", "run"})
+GEVENT_COMMANDS = frozenset({"smtp-server", "worker", "web-server", "run"})
 
 
 def command_name(argv: list[str]) -> str | None:

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import and_, bindparam, func, or_, select
 
+from postald import off_hub
 from postald.errors import Errors, NotFound
 from postald.services.prepared import PreparedSelect
 from schema.main import Domain, Organization, Server, random_string, utcnow
@@ -23,7 +24,8 @@ VERIFY_LOCAL_PARTS = ("webmaster", "postmaster", "admin", "administrator", "host
 
 
 def generate_dkim_key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    """A new 1024-bit RSA DKIM key in PEM (generated off the gevent hub)."""
+    key = off_hub.call(rsa.generate_private_key, 65537, 1024)
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     ).decode()

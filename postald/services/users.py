@@ -5,6 +5,7 @@ from __future__ import annotations
 import bcrypt
 from sqlalchemy import func, select
 
+from postald import off_hub
 from postald.errors import Errors, NotFound
 from schema.main import User, utcnow
 
@@ -12,14 +13,14 @@ MIN_PASSWORD_LENGTH = 8
 
 
 def hash_password(password: str) -> str:
-    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode()
+    return off_hub.call(bcrypt.hashpw, password.encode("utf-8"), bcrypt.gensalt()).decode()
 
 
 def check_password(user: User, password: str) -> bool:
     if not user.password_digest or password is None:
         return False
     try:
-        return bcrypt.checkpw(password.encode("utf-8"), user.password_digest.encode())
+        return off_hub.call(bcrypt.checkpw, password.encode("utf-8"), user.password_digest.encode())
     except ValueError:
         return False
 

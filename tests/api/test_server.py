@@ -111,3 +111,37 @@ def test_stops_at_once_when_idle(server):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
     assert time.monotonic() - started < 5
+
+
+def test_importing_the_package_loads_no_pyramid():
+    """``python -m pyramid_app.server`` imports the package before the module patches
+    the standard library for gevent; Pyramid (and its thread-local) must load after."""
+    probe = "import sys, pyramid_app; print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyramid', 'waitress')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_requests_run_as_greenlets_of_one_hub(tmp_path, backend, dns_server):
+    """24 task 'threads' serve 24 requests at once, each answered with its own
+    message, while the process holds far fewer OS threads than that."""
+    threads = 24
+    with web_server_process(tmp_path, backend, dns_server, WEB_SERVER_MAX_THREADS=threads) as (
+            process, port, _health_port, world, _log):
+        def send(index: int) -> tuple[int, dict]:
+            body = {"to": [f"rcpt{index}@example.com"], "from": f"test@{world.domain}",
+                    "subject": f"greenlet {index}", "plain_body": "hello"}
+            response = requests.post(f"http://127.0.0.1:{port}/api/v1/send/message", json=body, timeout=30,
+                                     headers={"Host": "postal.test", "X-Server-API-Key": world.key})
+            return index, response.json()
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            answers = list(pool.map(send, range(threads)))
+        os_threads = len(os.listdir(f"/proc/{process.pid}/task"))
+    for index, answer in answers:
+        assert answer["status"] == "success", answer
+        stored = answer["data"]["messages"][f"rcpt{index}@example.com"]
+        assert world.message_db.message(stored["id"]).subject == f"greenlet {index}"
+    assert os_threads < threads

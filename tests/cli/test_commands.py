@@ -124,7 +124,7 @@ def test_gevent_commands_are_recognised_before_anything_is_imported():
     assert command_name(["--config", "run", "run"]) == "run"
     assert command_name(["--config", "x.yml", "worker"]) == "worker"
     assert command_name(["org", "create", "run"]) == "org"
-    assert GEVENT_COMMANDS == {"smtp-server", "worker", "run"}
+    assert GEVENT_COMMANDS == {"smtp-server", "worker", "web-server", "run"}
     probe = ("import sys; from postald.cli import patch_for; patch_for(sys.argv[1]);"
              "from gevent import monkey; print(monkey.is_module_patched('socket'))")
     for command, patched in (("run", "True"), ("version", "False")):
