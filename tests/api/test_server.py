@@ -140,8 +140,8 @@ def test_requests_run_as_greenlets_of_one_hub(tmp_path, backend, dns_server):
         with ThreadPoolExecutor(threads) as pool:
             answers = list(pool.map(send, range(threads)))
         os_threads = len(os.listdir(f"/proc/{process.pid}/task"))
-    for index, answer in answers:
-        assert answer["status"] == "success", answer
-        stored = answer["data"]["messages"][f"rcpt{index}@example.com"]
-        assert world.message_db.message(stored["id"]).subject == f"greenlet {index}"
+        for index, answer in answers:
+            assert answer["status"] == "success", answer
+            stored = answer["data"]["messages"][f"rcpt{index}@example.com"]
+            assert world.message_db.message(stored["id"]).subject == f"greenlet {index}"
     assert os_threads < threads
