@@ -52,6 +52,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from schema.bulk import MultiRowInsert, PreparedWrite
 from schema.main import QueuedMessage, Statistic, random_string, utcnow
 from schema.session import is_mysql, make_engine
 from schema.types import BigId, LongBlob, Score, UnixTime
@@ -627,8 +628,8 @@ class MessageDB:
         ids: list[int | None] = [None] * len(parts)
         single = [(i, part) for i, part in enumerate(parts) if part is not None and len(part) <= RAW_CHUNK_BYTES]
         if single:
-            result = conn.execute(_insert_raw_parts(table.name), [{"data": part, "next": None} for _, part in single])
-            for (i, _part), row_id in zip(single, result.scalars().all()):
+            row_ids = _insert_raw_parts(table.name).execute(conn, [(part,) for _, part in single])
+            for (i, _part), row_id in zip(single, row_ids):
                 ids[i] = row_id
         for i, part in enumerate(parts):
             if part is not None and len(part) > RAW_CHUNK_BYTES:
@@ -783,7 +784,7 @@ class MessageDB:
             rows = [values for values, *_ in prepared]
             for values, raw_values in zip(rows, stored):
                 values.update(raw_values)
-            ids = conn.execute(_INSERT_MESSAGES, rows).scalars().all()
+            ids = _INSERT_MESSAGES.execute(conn, [[values[name] for name in _MESSAGE_COLUMNS] for values in rows])
             for values, message_id in zip(rows, ids):
                 values["id"] = message_id
             # The rows every writer shares last, so their locks are held only until the commit.
@@ -800,7 +801,7 @@ class MessageDB:
         try:
             with self.database.engine.begin() as conn:
                 if queued:
-                    conn.execute(_INSERT_QUEUED, queued)
+                    _INSERT_QUEUED.execute(conn, [[values[name] for name in _QUEUED_COLUMNS] for values in queued])
                 for scope, amount in scopes.items():  # the shared row last (see above)
                     _increment_global_statistics(conn, scope, amount)
         except BaseException:
@@ -986,7 +987,7 @@ class MessageDB:
             # All four periods in one statement when their rows exist (the usual case):
             # the join has one row then, and none when any is missing.
             parameters = {f"start_{period}": _period_start(moment, period) for period in STATS_TABLES}
-            if conn.execute(_stats_increment_together(counter), {**parameters, "amount": amount}).rowcount:
+            if _stats_increment_together(counter).execute(conn, **parameters, amount=amount):
                 return
         for period, table in STATS_TABLES.items():
             start = _period_start(moment, period)
@@ -1195,7 +1196,6 @@ def _new_message_values(timestamp: float, raw: bytes, parsed: tuple[bytes, bytes
         "domain_id": domain_id,
         "credential_id": credential_id,
         "status": status,
-        "held": 0,
         "size": str(len(raw)),
         "bounce": 1 if bounce else 0,
         "bounce_for_id": bounce_for_id or 0,
@@ -1203,13 +1203,7 @@ def _new_message_values(timestamp: float, raw: bytes, parsed: tuple[bytes, bytes
         "received_with_ssl": None if received_with_ssl is None else int(bool(received_with_ssl)),
         "endpoint_id": endpoint_id,
         "endpoint_type": endpoint_type,
-        "inspected": 0,
-        "spam": 0,
-        "spam_score": 0,
-        "threat": 0,
-        "parsed": 0,
-        "tracked_links": 0,
-        "tracked_images": 0,
+        **_NEW_MESSAGE_ZEROES,
     }
     return values, headers_raw, body_raw, headers
 
@@ -1248,12 +1242,22 @@ def _period_start(moment: dt.datetime, period: str) -> int:
     return int(start.timestamp())
 
 
-#: Statements of the storage hot path, built once (see :meth:`MessageDB.insert_messages`).
-_INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
-_GROW_RAW_TABLE = (update(raw_message_sizes)
-                   .where(raw_message_sizes.c.table_name == bindparam("raw_name"))
-                   .values(size=raw_message_sizes.c.size + bindparam("added")))
-_INSERT_QUEUED = insert(QueuedMessage.__table__)
+#: Statements of the storage hot path, built once and run on the DBAPI cursor
+#: (:mod:`schema.bulk`; see :meth:`MessageDB.insert_messages`).
+#: The columns of a new message that start at zero, written as literals.
+_NEW_MESSAGE_ZEROES = {"held": 0, "inspected": 0, "spam": 0, "spam_score": 0, "threat": 0, "parsed": 0,
+                       "tracked_links": 0, "tracked_images": 0}
+#: The columns of a new message bound per row (the others stay NULL).
+_MESSAGE_COLUMNS = ("token", "scope", "rcpt_to", "mail_from", "subject", "message_id", "timestamp", "route_id",
+                    "domain_id", "credential_id", "status", "size", "raw_table", "raw_body_id", "raw_headers_id",
+                    "bounce", "bounce_for_id", "tag", "received_with_ssl", "endpoint_id", "endpoint_type")
+_INSERT_MESSAGES = MultiRowInsert(messages, _MESSAGE_COLUMNS, constants=_NEW_MESSAGE_ZEROES)
+_GROW_RAW_TABLE = PreparedWrite(update(raw_message_sizes)
+                                .where(raw_message_sizes.c.table_name == bindparam("raw_name"))
+                                .values(size=raw_message_sizes.c.size + bindparam("added")))
+_QUEUED_COLUMNS = ("server_id", "message_id", "domain", "route_id", "ip_address_id", "manual", "batch_key",
+                   "attempts", "created_at", "updated_at")
+_INSERT_QUEUED = MultiRowInsert(QueuedMessage.__table__, _QUEUED_COLUMNS, returning_id=False)
 
 
 def _grow_raw_table(conn: Connection, growth: dict[str, Any]) -> None:
@@ -1264,7 +1268,7 @@ def _grow_raw_table(conn: Connection, growth: dict[str, Any]) -> None:
     just before the commit, so other writers wait for a commit at most, not
     for the rest of a transaction.
     """
-    conn.execute(_GROW_RAW_TABLE, growth)
+    _GROW_RAW_TABLE.execute(conn, **growth)
 
 
 _INSERT_DELIVERIES = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
@@ -1316,22 +1320,22 @@ def _update_messages_statement(columns: tuple[str, ...], varying: tuple[str, ...
 
 
 _GLOBAL_STATISTICS_SQLITE = {
-    column: text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
-                 "WHERE id = (SELECT MIN(id) FROM statistics)")
+    column: PreparedWrite(text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
+                               "WHERE id = (SELECT MIN(id) FROM statistics)"))
     for column in ("total_incoming", "total_outgoing")
 }
 # MariaDB refuses a subquery on the table being updated; the single row is the first one.
 _GLOBAL_STATISTICS_MYSQL = {
-    column: text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
-                 "ORDER BY id LIMIT 1")
+    column: PreparedWrite(text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
+                               "ORDER BY id LIMIT 1"))
     for column in ("total_incoming", "total_outgoing")
 }
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_raw_parts(name: str):
-    table = raw_table(name)
-    return insert(table).returning(table.c.id, sort_by_parameter_order=True)
+def _insert_raw_parts(name: str) -> MultiRowInsert:
+    """Single-chunk raw parts (``next`` NULL) into the raw table ``name``."""
+    return MultiRowInsert(raw_table(name), ("data",))
 
 
 @functools.lru_cache(maxsize=None)
@@ -1349,14 +1353,14 @@ def _stats_increment_together(counter: str):
     tables = ", ".join(f"stats_{period}" for period in names)
     assignments = ", ".join(f"stats_{period}.{counter} = stats_{period}.{counter} + :amount" for period in names)
     conditions = " AND ".join(f"stats_{period}.time = :start_{period}" for period in names)
-    return text(f"UPDATE {tables} SET {assignments} WHERE {conditions}")
+    return PreparedWrite(text(f"UPDATE {tables} SET {assignments} WHERE {conditions}"))
 
 
 def _increment_global_statistics(conn: Connection, scope: str, amount: int = 1) -> None:
     """Count ``amount`` more messages of ``scope`` in the installation's statistics row."""
     column = "total_incoming" if scope == "incoming" else "total_outgoing"
     statements = _GLOBAL_STATISTICS_MYSQL if is_mysql(conn.engine) else _GLOBAL_STATISTICS_SQLITE
-    if not conn.execute(statements[column], {"n": int(amount)}).rowcount:
+    if not statements[column].execute(conn, n=int(amount)):
         conn.execute(insert(Statistic.__table__).values(
             total_messages=amount, total_outgoing=amount * int(scope != "incoming"),
             total_incoming=amount * int(scope == "incoming")))

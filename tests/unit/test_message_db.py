@@ -272,3 +272,31 @@ def test_a_raw_message_for_several_recipients_is_parsed_once(database, monkeypat
     created[0].headers()["subject"].append("changed")  # each message has headers of its own
     assert created[1].headers()["subject"] == [subjects[0]]
     assert [db.message(message.id).row["subject"] for message in created] == subjects
+
+
+def test_a_batch_of_large_messages_is_stored_whole(database):
+    """Eight messages of 3 MB each in one batch: 24 MB of raw data, more than a
+    MariaDB statement may carry (16 MB by default), stored in several statements."""
+    server_id = make_server(database)
+    db = database.message_db(server_id)
+    raws = [b"Subject: big %d\r\n\r\n" % i + os.urandom(3 * 1024 * 1024) for i in range(8)]
+    created = db.insert_messages([dict(scope="incoming", rcpt_to=f"r{i}@example.org", mail_from="s@example.com",
+                                       raw=raw, queue=False) for i, raw in enumerate(raws)])
+    for message, raw in zip(created, raws):
+        assert db.message(message.id).raw_message() == raw
+
+
+def test_stored_rows_are_what_insert_messages_returns(database):
+    server_id = make_server(database)
+    db = database.message_db(server_id)
+    created = db.insert_messages([
+        dict(scope="outgoing", rcpt_to="a@example.org", mail_from="s@example.com", raw=RAW, domain_id=3,
+             credential_id=4, tag="t", received_with_ssl=True, bounce=True),
+        dict(scope="incoming", rcpt_to="b@example.org", mail_from=None, raw=RAW, route_id=5, endpoint_id=6,
+             endpoint_type="HTTPEndpoint", status="Held"),
+    ])
+    for message in created:
+        stored = db.message(message.id).row
+        assert stored == {name: message.row[name] for name in stored}, message.id
+    assert [created[0].row[c] for c in ("held", "spam", "spam_score", "bounce", "received_with_ssl")] == [0, 0, 0, 1, 1]
+    assert created[1].row["status"] == "Held" and created[1].row["mail_from"] is None
