@@ -12,8 +12,9 @@ format values and call the cursor:
   row count.
 * :class:`MultiRowInsert`: many rows of the same columns in one
   ``INSERT ... VALUES (...), (...)`` per group of rows (groups are kept under
-  :data:`MAX_STATEMENT_BYTES` of bound data, well inside MariaDB's default
-  16 MB packet limit), with ``RETURNING id`` where the database has it.
+  :data:`MAX_STATEMENT_BYTES` of binary and text data and
+  :data:`MAX_STATEMENT_ROWS` rows, well inside MariaDB's default 16 MB packet
+  limit), with ``RETURNING id`` where the database has it.
   The ids are returned in the order of the rows given.
 
 Both run inside the caller's SQLAlchemy transaction (``engine.begin()``),
@@ -31,15 +32,16 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Table
+from sqlalchemy import LargeBinary, Table, Text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 #: Most bytes of bound values in one multi-row INSERT (MariaDB refuses a statement
 #: longer than ``max_allowed_packet``, 16 MB by default; escaping may double binary data).
 MAX_STATEMENT_BYTES = 4 * 1024 * 1024
-#: Most rows in one multi-row INSERT (SQLite allows 32,766 bound values per statement).
-MAX_STATEMENT_ROWS = 500
+#: Most rows in one multi-row INSERT: their short string columns stay far below the byte
+#: limit (SQLite allows 32,766 bound values per statement).
+MAX_STATEMENT_ROWS = 200
 
 
 def _run(connection: Connection, sql: str, arguments: Sequence[Any] | dict, fetch: bool = False) -> tuple[int, list, Any]:
@@ -113,6 +115,9 @@ class MultiRowInsert:
         if any(type(value) is not int for value in self.constants.values()):
             raise TypeError("constants must be plain integers")
         self.returning_id = returning_id
+        # The positions of the columns whose values may be large (binary and text).
+        self._sized = tuple(index for index, name in enumerate(self.columns)
+                            if isinstance(table.c[name].type, (LargeBinary, Text)))
         self._compiled: dict[tuple[str, str], tuple] = {}
 
     def _compile(self, dialect) -> tuple:
@@ -139,12 +144,13 @@ class MultiRowInsert:
             compiled = self._compiled[key] = (head, group, returning, processors if any(processors) else None)
         return compiled
 
+
     def execute(self, connection: Connection, rows: Iterable[Sequence[Any]]) -> list[int] | None:
         """Insert ``rows``; their new ids in the same order (None when ``returning_id`` is off)."""
         head, group, returning, processors = self._compile(connection.dialect)
         rows = [self._convert(row, processors) for row in rows]
         ids: list[int] = []
-        for start, end in _groups(rows):
+        for start, end in _groups(rows, self._sized):
             chunk = rows[start:end]
             sql = head + ", ".join([group] * len(chunk))
             arguments = [value for row in chunk for value in row]
@@ -169,16 +175,12 @@ class MultiRowInsert:
                      for value, processor in zip(row, processors))
 
 
-def _size(value: Any) -> int:
-    return len(value) if isinstance(value, (bytes, bytearray, memoryview, str)) else 8
-
-
-def _groups(rows: list[Sequence[Any]]) -> Iterable[tuple[int, int]]:
+def _groups(rows: list[Sequence[Any]], sized: tuple[int, ...]) -> Iterable[tuple[int, int]]:
     """``(start, end)`` slices of ``rows``, each within the statement limits (a row over
-    the byte limit goes alone)."""
+    the byte limit goes alone); ``sized`` are the positions of values counted in bytes."""
     start, size = 0, 0
     for index, row in enumerate(rows):
-        row_size = sum(_size(value) for value in row)
+        row_size = sum(len(row[position]) for position in sized if row[position] is not None)
         if index > start and (size + row_size > MAX_STATEMENT_BYTES or index - start >= MAX_STATEMENT_ROWS):
             yield start, index
             start, size = index, 0

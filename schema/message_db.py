@@ -1256,8 +1256,9 @@ _GROW_RAW_TABLE = PreparedWrite(update(raw_message_sizes)
                                 .where(raw_message_sizes.c.table_name == bindparam("raw_name"))
                                 .values(size=raw_message_sizes.c.size + bindparam("added")))
 _QUEUED_COLUMNS = ("server_id", "message_id", "domain", "route_id", "ip_address_id", "manual", "batch_key",
-                   "attempts", "created_at", "updated_at")
-_INSERT_QUEUED = MultiRowInsert(QueuedMessage.__table__, _QUEUED_COLUMNS, returning_id=False)
+                   "created_at", "updated_at")
+_INSERT_QUEUED = MultiRowInsert(QueuedMessage.__table__, _QUEUED_COLUMNS, constants={"attempts": 0},
+                                returning_id=False)
 
 
 def _grow_raw_table(conn: Connection, growth: dict[str, Any]) -> None:
