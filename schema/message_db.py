@@ -755,12 +755,16 @@ class MessageDB:
         return message
 
     def insert_messages(self, items: list[dict]) -> list[Message]:
-        """Store and queue several messages at once: one transaction on this
-        message database and one on the main database for all of them.
+        """Store and queue several messages at once.
 
         Each item holds :meth:`insert_message`'s keyword arguments.  When this
-        returns every message and queue entry is committed; when it raises,
-        the message rows it created are removed again (best effort).
+        returns every message and queue entry is committed.  When the main
+        database lives on the same MariaDB server as this one (the usual
+        set-up), the messages and their queue entries are written in one
+        transaction, so a message can never be kept without its queue entry.
+        Otherwise (SQLite files, separate servers) the messages are committed
+        first and then their queue entries; if that fails, the message rows
+        are removed again (best effort).
         """
         if not items:
             return []
@@ -778,6 +782,7 @@ class MessageDB:
         scopes: dict[str, int] = {}
         for values, *_ in prepared:
             scopes[values["scope"]] = scopes.get(values["scope"], 0) + 1
+        main_schema = self.main_alongside
         with self.engine.begin() as conn:
             stored, growth = self._store_raws(conn, timestamp, [(headers_raw, body_raw)
                                                                 for _, headers_raw, body_raw, *_ in prepared])
@@ -785,30 +790,50 @@ class MessageDB:
             for values, raw_values in zip(rows, stored):
                 values.update(raw_values)
             ids = _INSERT_MESSAGES.execute(conn, [[values[name] for name in _MESSAGE_COLUMNS] for values in rows])
-            for values, message_id in zip(rows, ids):
+            created = []
+            for (values, headers_raw, body_raw, headers, options), message_id in zip(prepared, ids):
                 values["id"] = message_id
+                message = Message(self, _complete_row(values))
+                message._headers_raw, message._body_raw, message._headers = headers_raw, body_raw, headers
+                created.append((message, options))
+            queued = [self.queued_values_for(message, ip_address_id=options["ip_address_id"],
+                                             manual=options["manual"])
+                      for message, options in created if options["queue"]]
+            if main_schema is not None:
+                _write_queued(conn, queued, scopes, main_schema, shared_rows=False)
             # The rows every writer shares last, so their locks are held only until the commit.
             for scope, amount in scopes.items():
                 self._increment_stats(conn, scope, timestamp, amount=amount)
             _grow_raw_table(conn, growth)
-        created = []
-        for values, headers_raw, body_raw, headers, options in prepared:
-            message = Message(self, _complete_row(values))
-            message._headers_raw, message._body_raw, message._headers = headers_raw, body_raw, headers
-            created.append((message, options))
-        queued = [self.queued_values_for(message, ip_address_id=options["ip_address_id"], manual=options["manual"])
-                  for message, options in created if options["queue"]]
-        try:
-            with self.database.engine.begin() as conn:
-                if queued:
-                    _INSERT_QUEUED.execute(conn, [[values[name] for name in _QUEUED_COLUMNS] for values in queued])
-                for scope, amount in scopes.items():  # the shared row last (see above)
-                    _increment_global_statistics(conn, scope, amount)
-        except BaseException:
-            with self.engine.begin() as conn:
-                conn.execute(delete(messages).where(messages.c.id.in_([m.id for m, _ in created])))
-            raise
+            if main_schema is not None:
+                _write_queued(conn, queued, scopes, main_schema, shared_rows=True)
+        if main_schema is None:
+            try:
+                with self.database.engine.begin() as conn:
+                    _write_queued(conn, queued, scopes, None, shared_rows=False)
+                    _write_queued(conn, queued, scopes, None, shared_rows=True)
+            except BaseException:
+                with self.engine.begin() as conn:
+                    conn.execute(delete(messages).where(messages.c.id.in_([m.id for m, _ in created])))
+                raise
         return [message for message, _ in created]
+
+    @functools.cached_property
+    def main_alongside(self) -> str | None:
+        """The main database's name when it is on the same MariaDB server as this
+        message database, reached the same way (host, port, user, password and
+        connection options): then one transaction can write to both.  None otherwise."""
+        if not self.is_mysql:
+            return None
+        main, mine = make_url(self.database.url), make_url(self.url)
+        if main.get_backend_name() not in ("mysql", "mariadb") or not main.database:
+            return None
+
+        def server(url):
+            return (url.drivername, url.host or "localhost", url.port or 3306, url.username, url.password,
+                    dict(url.query))
+
+        return main.database if server(main) == server(mine) else None
 
     def queued_values_for(self, message: Message, ip_address_id: int | None = None, manual: bool = False) -> dict:
         """The queued_messages row of a message, as column values."""
@@ -1257,8 +1282,6 @@ _GROW_RAW_TABLE = PreparedWrite(update(raw_message_sizes)
                                 .values(size=raw_message_sizes.c.size + bindparam("added")))
 _QUEUED_COLUMNS = ("server_id", "message_id", "domain", "route_id", "ip_address_id", "manual", "batch_key",
                    "created_at", "updated_at")
-_INSERT_QUEUED = MultiRowInsert(QueuedMessage.__table__, _QUEUED_COLUMNS, constants={"attempts": 0},
-                                returning_id=False)
 
 
 def _grow_raw_table(conn: Connection, growth: dict[str, Any]) -> None:
@@ -1320,19 +1343,6 @@ def _update_messages_statement(columns: tuple[str, ...], varying: tuple[str, ...
     return update(messages).where(messages.c.id.in_(ids)).values(assignments)
 
 
-_GLOBAL_STATISTICS_SQLITE = {
-    column: PreparedWrite(text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
-                               "WHERE id = (SELECT MIN(id) FROM statistics)"))
-    for column in ("total_incoming", "total_outgoing")
-}
-# MariaDB refuses a subquery on the table being updated; the single row is the first one.
-_GLOBAL_STATISTICS_MYSQL = {
-    column: PreparedWrite(text(f"UPDATE statistics SET total_messages = total_messages + :n, {column} = {column} + :n "
-                               "ORDER BY id LIMIT 1"))
-    for column in ("total_incoming", "total_outgoing")
-}
-
-
 @functools.lru_cache(maxsize=64)
 def _insert_raw_parts(name: str) -> MultiRowInsert:
     """Single-chunk raw parts (``next`` NULL) into the raw table ``name``."""
@@ -1357,11 +1367,44 @@ def _stats_increment_together(counter: str):
     return PreparedWrite(text(f"UPDATE {tables} SET {assignments} WHERE {conditions}"))
 
 
-def _increment_global_statistics(conn: Connection, scope: str, amount: int = 1) -> None:
-    """Count ``amount`` more messages of ``scope`` in the installation's statistics row."""
+def _increment_global_statistics(conn: Connection, scope: str, amount: int = 1, schema: str | None = None) -> None:
+    """Count ``amount`` more messages of ``scope`` in the installation's statistics row
+    (in the main database ``schema`` when ``conn`` is another database's)."""
     column = "total_incoming" if scope == "incoming" else "total_outgoing"
-    statements = _GLOBAL_STATISTICS_MYSQL if is_mysql(conn.engine) else _GLOBAL_STATISTICS_SQLITE
-    if not statements[column].execute(conn, n=int(amount)):
-        conn.execute(insert(Statistic.__table__).values(
+    if not _global_statistics(is_mysql(conn.engine), column, schema).execute(conn, n=int(amount)):
+        conn.execute(insert(_main_table(Statistic.__table__, schema)).values(
             total_messages=amount, total_outgoing=amount * int(scope != "incoming"),
             total_incoming=amount * int(scope == "incoming")))
+
+
+def _write_queued(conn: Connection, queued: list[dict], scopes: dict[str, int], schema: str | None,
+                  shared_rows: bool) -> None:
+    """The main database's part of storing messages: their queue entries, or (``shared_rows``)
+    the installation's statistics row, which every writer updates (so last of all)."""
+    if shared_rows:
+        for scope, amount in scopes.items():
+            _increment_global_statistics(conn, scope, amount, schema)
+    elif queued:
+        _queued_insert(schema).execute(conn, [[values[name] for name in _QUEUED_COLUMNS] for values in queued])
+
+
+@functools.lru_cache(maxsize=16)
+def _main_table(table: Table, schema: str | None) -> Table:
+    """A main-database table, named with its database when written from a message database's connection."""
+    return table if schema is None else table.to_metadata(MetaData(), schema=schema)
+
+
+@functools.lru_cache(maxsize=16)
+def _queued_insert(schema: str | None) -> MultiRowInsert:
+    return MultiRowInsert(_main_table(QueuedMessage.__table__, schema), _QUEUED_COLUMNS, constants={"attempts": 0},
+                          returning_id=False)
+
+
+@functools.lru_cache(maxsize=32)
+def _global_statistics(mysql: bool, column: str, schema: str | None) -> PreparedWrite:
+    """Add ``:n`` to the statistics row's total and ``column``.  MariaDB refuses a subquery
+    on the table being updated; there the single row is the first one."""
+    table = "statistics" if schema is None else f"`{schema.replace('`', '``')}`.statistics"
+    which = "ORDER BY id LIMIT 1" if mysql else "WHERE id = (SELECT MIN(id) FROM statistics)"
+    return PreparedWrite(text(f"UPDATE {table} SET total_messages = total_messages + :n, "
+                              f"{column} = {column} + :n {which}"))

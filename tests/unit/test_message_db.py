@@ -1,6 +1,9 @@
 import os
+import re
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from schema.main import QueuedMessage, Statistic
 from schema import message_db as mdb
@@ -226,6 +229,7 @@ def _statements_until_commit(engine, work) -> list[list[str]]:
 
 
 def _is_shared_row_update(statement: str) -> bool:
+    statement = re.sub(r"^(UPDATE|INSERT INTO) `?[^ `]+`?\.", r"\1 ", statement)  # a main table named with its database
     return statement.startswith(("UPDATE raw_message_sizes", "UPDATE stats_", "UPDATE live_stats",
                                  "UPDATE statistics", "INSERT INTO stats_", "INSERT INTO live_stats",
                                  "INSERT INTO statistics"))
@@ -246,8 +250,17 @@ def test_rows_every_writer_shares_are_updated_last_before_the_commit(database):
         dict(message_id=message.id, status="Held", raw=(b"X-Signed: yes\r\n" + RAW.split(b"\r\n\r\n")[0] + b"\r\n\r\n",
                                                         b"Body\r\n"), live_stats="outgoing")
         for message in messages]))
-    for name, transactions in (("insert_messages", stored), ("main database", queued),
-                               ("add_deliveries", delivered)):
+    checked = [("insert_messages", stored), ("add_deliveries", delivered)]
+    if db.main_alongside is None:  # the queue entries commit in a transaction of their own
+        checked.append(("main database", queued))
+    else:  # ... or in the messages' own transaction, the main database's statistics row last of all
+        assert queued == []
+        main = db.main_alongside
+        main_statements = [s.replace("`", "") for s in stored[-1] if main in s]
+        assert [s.split(" (")[0].split(" SET")[0] for s in main_statements] == [
+            f"INSERT INTO {main}.queued_messages", f"UPDATE {main}.statistics"]
+        assert stored[-1][-1].replace("`", "") == main_statements[-1]
+    for name, transactions in checked:
         transaction = max(transactions, key=lambda statements: sum(map(_is_shared_row_update, statements)))
         shared = [position for position, statement in enumerate(transaction) if _is_shared_row_update(statement)]
         assert shared, (name, transaction)
@@ -255,6 +268,42 @@ def test_rows_every_writer_shares_are_updated_last_before_the_commit(database):
                   if not _is_shared_row_update(statement) and not statement.startswith(("SAVEPOINT", "RELEASE"))]
         assert max(others) < min(shared), (name, transaction)
     assert any(statement.startswith("UPDATE raw_message_sizes") for statement in stored[-1] + delivered[-1])
+
+
+def test_messages_are_kept_only_with_their_queue_entries(database):
+    """When the queue entries cannot be written, no message is kept: on MariaDB
+    (one server) the transaction rolls back, elsewhere the rows are removed again."""
+    from sqlalchemy import text
+
+    server_id = make_server(database)
+    db = database.message_db(server_id)
+    db.insert_message(scope="outgoing", rcpt_to="first@example.org", mail_from="s@example.com", raw=RAW)
+    before = db.count_messages()
+    with database.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE queued_messages RENAME TO queued_messages_away"))
+    try:
+        with pytest.raises(Exception):
+            db.insert_messages([dict(scope="outgoing", rcpt_to=f"r{i}@example.org", mail_from="s@example.com",
+                                     raw=RAW) for i in range(3)])
+    finally:
+        with database.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE queued_messages_away RENAME TO queued_messages"))
+    assert db.count_messages() == before
+    assert [m.rcpt_to for m in db.insert_messages([dict(scope="outgoing", rcpt_to="after@example.org",
+                                                         mail_from="s@example.com", raw=RAW)])] == ["after@example.org"]
+    with database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(QueuedMessage)) == 2
+
+
+def test_the_main_database_is_alongside_only_on_the_same_mariadb_server(database, config):
+    db = database.message_db(make_server(database))
+    if not db.is_mysql:
+        assert db.main_alongside is None
+        return
+    assert db.main_alongside == make_url(database.url).database
+    other = mdb.MessageDB(database, 999)
+    other.url = make_url(db.url).set(port=3307).render_as_string(hide_password=False)
+    assert other.main_alongside is None
 
 
 def test_a_raw_message_for_several_recipients_is_parsed_once(database, monkeypatch):
