@@ -141,7 +141,7 @@ SCHEMA: list[Key] = _expand_legacy([
         ("default_port", "I", 5000, "web port unless PORT env set", "web_server.port"),
         ("default_bind_address", "S", "127.0.0.1", "bind address unless BIND_ADDRESS env set",
          "web_server.bind_address"),
-        ("max_threads", "I", 5, "web server threads", _SAME),
+        ("max_threads", "I", 5, "requests each web server process handles at once (its waitress threads, greenlets)", _SAME),
         ("processes", "I", 1, "(beyond) web server processes sharing the port, one CPU core each "
                               "(postal web-server; use with MariaDB)"),
         ("default_health_server_port", "I", 9092, "(beyond) web health server port"),

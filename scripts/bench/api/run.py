@@ -6,9 +6,10 @@ Pyramid-on-waitress hello-world measured the same way in the same run.
                                               [--database-url mysql+pymysql://root@127.0.0.1:3306]
 
 Both servers run as their own processes with the same number of waitress
-threads: the hello-world as one process, postald's web server once as one
-process and once with ``web_server.processes`` = ``--processes`` (default:
-the number of CPU cores).  The load comes from ``wrk`` (Debian package ``wrk``) with
+threads: the hello-world as one process of plain waitress (OS threads), the
+baseline; postald's web server (whose waitress threads are greenlets on a
+gevent hub) once as one process and once with ``web_server.processes`` =
+``--processes`` (default: the number of CPU cores).  The load comes from ``wrk`` (Debian package ``wrk``) with
 ``post.lua``, or from a small threaded Python client when wrk is not
 installed.  Every ``send/message`` stores and queues one message (SQLite in a
 temporary directory by default; a MariaDB server URL to use fresh databases
