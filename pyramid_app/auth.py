@@ -37,8 +37,10 @@ from collections import deque
 from urllib.parse import quote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
+from pyramid.decorator import reify
 from pyramid.events import NewResponse
 from pyramid.httpexceptions import HTTPFound, HTTPNotFound
+from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.session import SignedCookieSessionFactory
 from sqlalchemy import select
@@ -545,15 +547,35 @@ def harden_cookies(event) -> None:
         response.headers.add("Set-Cookie", cookie)
 
 
+def _reified(function, name: str) -> reify:
+    """``function(request)`` computed once per request and kept as the attribute ``name``."""
+
+    def compute(request):
+        return function(request)
+
+    compute.__name__ = compute.__qualname__ = name
+    compute.__doc__ = function.__doc__
+    return reify(compute)
+
+
+class PostalRequest(Request):
+    """The application's request class.  Its lazily computed attributes are
+    properties of the class itself: ``add_request_method`` would instead build
+    a new subclass for every request, costing every request (API calls
+    included) a class creation and flushing the interpreter's attribute caches."""
+
+    dbsession = _reified(_dbsession, "dbsession")
+    auth_session = _reified(_auth_session, "auth_session")
+    user = _reified(_user, "user")
+    client_ip = _reified(client_ip, "client_ip")
+
+
 def includeme(config) -> None:
     settings = config.get_settings()
     postal = settings["postal.config"]
     secret = (postal.rails.secret_key or "").encode() or secrets.token_bytes(32)
     config.set_session_factory(session_factory(secret))
-    config.add_request_method(_dbsession, "dbsession", reify=True)
-    config.add_request_method(_auth_session, "auth_session", reify=True)
-    config.add_request_method(_user, "user", reify=True)
-    config.add_request_method(client_ip, "client_ip", reify=True)
+    config.set_request_factory(PostalRequest)
     config.add_view_deriver(ui_access_deriver)
     config.add_tween("pyramid_app.auth.security_tween_factory")
     config.add_subscriber(harden_cookies, NewResponse)

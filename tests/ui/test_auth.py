@@ -196,3 +196,30 @@ def test_throttle_window_slides():
 def test_ip_endpoint_reports_addresses(anonymous):
     response = anonymous.get("/ip", headers={"X-Forwarded-For": "203.0.113.5"})
     assert response.text == "ip: 203.0.113.5 remote ip: 127.0.0.1"
+
+
+def test_every_request_is_a_postal_request_with_its_attributes_computed_once(app, anonymous, world, database):
+    """The request's lazy attributes are properties of one request class: no class is
+    built per request, and each attribute is computed once and kept under its own name."""
+    from pyramid.interfaces import INewRequest, INewResponse, IRequestFactory
+
+    from pyramid_app.auth import PostalRequest
+
+    assert app.registry.queryUtility(IRequestFactory) is PostalRequest
+    seen = []
+    app.registry.registerHandler(lambda event: seen.append(type(event.request)), (INewRequest,))
+    closed = []
+    app.registry.registerHandler(lambda event: closed.append(event.request.__dict__.get("dbsession")),
+                                 (INewResponse,))
+    anonymous.get("/login")
+    anonymous.sign_in("admin@example.com")
+    assert seen and all(kind is PostalRequest for kind in seen)
+    assert any(session is not None for session in closed)  # the tween found (and closed) the session
+
+    request = PostalRequest.blank("/", environ={"REMOTE_ADDR": "192.0.2.7"})
+    request.registry = app.registry
+    session = request.dbsession
+    assert request.dbsession is session and request.__dict__["dbsession"] is session
+    assert request.client_ip == "192.0.2.7" and request.__dict__["client_ip"] == "192.0.2.7"
+    assert request.user is None and "user" in request.__dict__
+    session.close()
