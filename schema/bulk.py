@@ -44,8 +44,12 @@ MAX_STATEMENT_BYTES = 4 * 1024 * 1024
 MAX_STATEMENT_ROWS = 200
 
 
-def _run(connection: Connection, sql: str, arguments: Sequence[Any] | dict, fetch: bool = False) -> tuple[int, list, Any]:
-    """Execute ``sql`` on ``connection``'s DBAPI cursor: ``(rowcount, rows fetched, lastrowid)``."""
+def execute_on_cursor(connection: Connection, sql: str, arguments: Sequence[Any] | dict,
+                      fetch: bool = False) -> tuple[int, list, Any]:
+    """Execute ``sql`` on ``connection``'s DBAPI cursor: ``(rowcount, rows fetched, lastrowid)``.
+
+    A driver error is raised as SQLAlchemy would raise it: a :class:`DBAPIError`,
+    and a lost connection is invalidated with ``connection_invalidated`` set."""
     dialect = connection.dialect
     dbapi_connection = connection.connection.dbapi_connection
     cursor = dbapi_connection.cursor()
@@ -96,7 +100,8 @@ class PreparedWrite:
         """Run the statement with ``params``; the number of rows it matched or changed."""
         sql, order, fixed = self._compile(connection.dialect)
         values = {**fixed, **params}
-        return _run(connection, sql, [values[name] for name in order] if order is not None else values)[0]
+        arguments = [values[name] for name in order] if order is not None else values
+        return execute_on_cursor(connection, sql, arguments)[0]
 
 
 class MultiRowInsert:
@@ -155,16 +160,16 @@ class MultiRowInsert:
             sql = head + ", ".join([group] * len(chunk))
             arguments = [value for row in chunk for value in row]
             if returning is not None:
-                fetched = _run(connection, sql + returning, arguments, fetch=True)[1]
+                fetched = execute_on_cursor(connection, sql + returning, arguments, fetch=True)[1]
                 if len(fetched) != len(chunk):
                     raise RuntimeError(f"{len(chunk)} rows inserted but {len(fetched)} ids returned")
                 # New auto-increment ids ascend in the order the rows were written,
                 # also where the server interleaves them with other writers'.
                 ids.extend(sorted(row[0] for row in fetched))
             elif self.returning_id:  # no RETURNING here: one row at a time, each with its own id
-                ids.extend(_run(connection, head + group, row)[2] for row in chunk)
+                ids.extend(execute_on_cursor(connection, head + group, row)[2] for row in chunk)
             else:
-                _run(connection, sql, arguments)
+                execute_on_cursor(connection, sql, arguments)
         return ids if self.returning_id else None
 
     @staticmethod

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
+from schema.bulk import execute_on_cursor
 from schema.session import OUTSIDE_TRANSACTION
 
 
@@ -79,26 +80,9 @@ class PreparedSelect:
         sql, order, fixed, processors = self._compile(dialect)
         values = {**fixed, **params}
         arguments = tuple(values[name] for name in order) if order is not None else values
-        fairy = connection.connection
-        if not connection.in_transaction():
-            fairy.info[OUTSIDE_TRANSACTION] = True  # the pool rolls back what the driver may have opened
-        dbapi_connection = fairy.dbapi_connection
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(sql, arguments)
-            fetched = cursor.fetchall()
-        except dialect.loaded_dbapi.Error as exc:
-            # As SQLAlchemy would: a lost connection is invalidated, and the error says so.
-            lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
-            if lost:
-                connection.invalidate(exc)
-            raise DBAPIError.instance(sql, arguments, exc, dialect.loaded_dbapi.Error,
-                                      connection_invalidated=lost, dialect=dialect) from exc
-        finally:
-            try:
-                cursor.close()
-            except dialect.loaded_dbapi.Error:
-                pass
+        if not connection.in_transaction():  # the pool rolls back what the driver may have opened
+            connection.connection.info[OUTSIDE_TRANSACTION] = True
+        fetched = execute_on_cursor(connection, sql, arguments, fetch=True)[1]
         make = self.row_type._make
         if not processors:
             return [make(row) for row in fetched]

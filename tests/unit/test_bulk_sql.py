@@ -54,13 +54,13 @@ def test_large_batches_are_split_under_the_statement_limits(engine, monkeypatch)
     monkeypatch.setattr(bulk, "MAX_STATEMENT_BYTES", 10_000)
     monkeypatch.setattr(bulk, "MAX_STATEMENT_ROWS", 7)
     statements = []
-    real_run = bulk._run
+    real_run = bulk.execute_on_cursor
 
     def counting_run(connection, sql, arguments, fetch=False):
         statements.append(len(arguments))
         return real_run(connection, sql, arguments, fetch)
 
-    monkeypatch.setattr(bulk, "_run", counting_run)
+    monkeypatch.setattr(bulk, "execute_on_cursor", counting_run)
     insert = bulk.MultiRowInsert(things, ("name", "data"))
     given = [(f"n{i}", b"x" * 3_000) for i in range(10)] + [("big", b"y" * 25_000)] + \
             [(f"m{i}", b"z") for i in range(20)]
