@@ -26,6 +26,10 @@ connection invalidated).
 
 Values are sent as given after the columns' own bind conversions: use
 strings, bytes, integers, floats or None.
+
+:func:`execute_on_cursor` is the one place a statement is run on the cursor
+this way; :class:`postald.services.prepared.PreparedSelect` (the hot-path
+reads) uses it too.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ class PreparedWrite:
 
     def __init__(self, statement):
         self.statement = statement
-        self._compiled: dict[tuple[str, str], tuple[str, tuple[str, ...], dict]] = {}
+        self._compiled: dict[tuple[str, str], tuple[str, tuple[str, ...] | None, dict]] = {}
 
     def _compile(self, dialect) -> tuple[str, tuple[str, ...] | None, dict]:
         key = _dialect_key(dialect)
@@ -148,7 +152,6 @@ class MultiRowInsert:
                                for name in self.columns)
             compiled = self._compiled[key] = (head, group, returning, processors if any(processors) else None)
         return compiled
-
 
     def execute(self, connection: Connection, rows: Iterable[Sequence[Any]]) -> list[int] | None:
         """Insert ``rows``; their new ids in the same order (None when ``returning_id`` is off)."""

@@ -800,18 +800,18 @@ class MessageDB:
                                              manual=options["manual"])
                       for message, options in created if options["queue"]]
             if main_schema is not None:
-                _write_queued(conn, queued, scopes, main_schema, shared_rows=False)
+                _insert_queued(conn, queued, main_schema)
             # The rows every writer shares last, so their locks are held only until the commit.
             for scope, amount in scopes.items():
                 self._increment_stats(conn, scope, timestamp, amount=amount)
             _grow_raw_table(conn, growth)
-            if main_schema is not None:
-                _write_queued(conn, queued, scopes, main_schema, shared_rows=True)
+            if main_schema is not None:  # the installation's row, shared by every writer: last of all
+                _count_in_statistics(conn, scopes, main_schema)
         if main_schema is None:
             try:
                 with self.database.engine.begin() as conn:
-                    _write_queued(conn, queued, scopes, None, shared_rows=False)
-                    _write_queued(conn, queued, scopes, None, shared_rows=True)
+                    _insert_queued(conn, queued, None)
+                    _count_in_statistics(conn, scopes, None)
             except BaseException:
                 with self.engine.begin() as conn:
                     conn.execute(delete(messages).where(messages.c.id.in_([m.id for m, _ in created])))
@@ -1377,15 +1377,17 @@ def _increment_global_statistics(conn: Connection, scope: str, amount: int = 1, 
             total_incoming=amount * int(scope == "incoming")))
 
 
-def _write_queued(conn: Connection, queued: list[dict], scopes: dict[str, int], schema: str | None,
-                  shared_rows: bool) -> None:
-    """The main database's part of storing messages: their queue entries, or (``shared_rows``)
-    the installation's statistics row, which every writer updates (so last of all)."""
-    if shared_rows:
-        for scope, amount in scopes.items():
-            _increment_global_statistics(conn, scope, amount, schema)
-    elif queued:
+def _insert_queued(conn: Connection, queued: list[dict], schema: str | None) -> None:
+    """Queue entries (:meth:`MessageDB.queued_values_for`) into the main database, named
+    ``schema`` when ``conn`` is a message database's connection."""
+    if queued:
         _queued_insert(schema).execute(conn, [[values[name] for name in _QUEUED_COLUMNS] for values in queued])
+
+
+def _count_in_statistics(conn: Connection, scopes: dict[str, int], schema: str | None) -> None:
+    """Count stored messages (per scope) in the installation's statistics row."""
+    for scope, amount in scopes.items():
+        _increment_global_statistics(conn, scope, amount, schema)
 
 
 @functools.lru_cache(maxsize=16)

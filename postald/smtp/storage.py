@@ -8,7 +8,7 @@ returns, which is what lets the session answer ``250``.
 Group commit: sessions finishing DATA at the same moment share database
 transactions.  The first session to arrive for a mail server writes
 everything waiting for that server in one :meth:`MessageDB.insert_messages`
-call (one commit on the message database, one on the main database) while
+call (one transaction; one per database when the main database is elsewhere) while
 later arrivals queue up for the next batch; each session still gets its
 ``250`` only after the batch holding its messages is committed.  Under load
 this turns dozens of commits per second into a few, without adding any delay
