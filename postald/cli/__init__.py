@@ -1,9 +1,9 @@
 """The ``postal`` command.
 
 The commands that run on the gevent hub (``smtp-server``, ``worker``,
-``web-server`` and ``run``) need ``gevent.monkey.patch_all()`` before any other module imports
-``socket``, ``ssl``, ``threading`` or ``subprocess``.  So this module imports
-nothing of its own at the top: :func:`main` looks at the command line,
+``web-server`` and ``run``) need ``gevent.monkey.patch_all()`` before any
+other module imports ``socket``, ``ssl``, ``threading`` or ``subprocess``.
+So this module imports nothing of its own at the top: :func:`main` looks at the command line,
 patches when the command needs it, and only then imports the command code
 (:mod:`postald.cli.app`).
 """
