@@ -9,7 +9,8 @@ is ``send/raw``: a complete message and its envelope, stored unchanged.
 Both check that the message's From (or, when the server allows it, Sender)
 address belongs to a verified domain of the server, and both return only
 once every message and its queue entry are committed, so the caller may
-acknowledge them; the worker is then woken through :mod:`postald.wakeup`.
+acknowledge them; the workers are woken (:mod:`postald.wakeup`) once per
+group-commit batch.
 
 Values arrive as decoded JSON and are read with Ruby's rules, because that is
 what Postal's clients were written against: see :func:`truthy`,
@@ -34,7 +35,6 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any, Iterable, Iterator
 
-from postald import wakeup
 from postald.services import domains as domain_service
 from postald.services import ip_pools as ip_pool_service
 from postald.services import prepared
@@ -428,7 +428,6 @@ class OutgoingMessagePrototype:
     def create_message(self, address: str) -> dict:
         """Store and queue the message for one recipient; ``{"id", "token"}``."""
         [stored] = self._create([address])
-        wakeup.notify_queued()
         return {"id": stored.id, "token": stored.token}
 
     def _create(self, addresses: list[str]) -> list[StoredMessage]:
@@ -442,10 +441,7 @@ class OutgoingMessagePrototype:
 
     def create_messages(self) -> dict[str, dict]:
         """Store and queue one message per recipient; the ``messages`` map of the API."""
-        stored = self._create(self.recipients)
-        if stored:
-            wakeup.notify_queued()
-        return messages_map(stored)
+        return messages_map(self._create(self.recipients))
 
     def send(self) -> dict:
         """Validate, then create every message: the API's success data.
@@ -596,6 +592,4 @@ class RawSubmission:
             raise SubmissionError("UnauthenticatedFromAddress")
         stored = store_all(self.database, self.server, [(address, self.mail_from) for address in self.recipients()],
                            self.raw, domain_id=domain, credential_id=self.credential_id, bounce=self.bounce)
-        if stored:
-            wakeup.notify_queued()
         return {"message_id": stored[0].message_id if stored else None, "messages": messages_map(stored)}

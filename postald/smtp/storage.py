@@ -12,7 +12,8 @@ call (one transaction; one per database when the main database is elsewhere) whi
 later arrivals queue up for the next batch; each session still gets its
 ``250`` only after the batch holding its messages is committed.  Under load
 this turns dozens of commits per second into a few, without adding any delay
-when the server is quiet.
+when the server is quiet.  The workers are woken (:mod:`postald.wakeup`)
+once per batch, as soon as it is committed.
 
 If storing fails part way (a recipient on another server failed), the
 messages already created for this envelope are removed again with their
@@ -61,7 +62,6 @@ class MessageStore:
         except BaseException:
             self._remove(stored)
             raise
-        wakeup.notify_queued()
         return stored
 
     def _writer(self, server_id: int) -> "_GroupCommitWriter":
@@ -204,6 +204,7 @@ class _GroupCommitWriter:
             for request in batch:
                 request.error = exc
         else:
+            wakeup.notify_queued()  # once for the whole batch
             position = 0
             for request in batch:
                 request.messages = created[position:position + len(request.items)]
