@@ -1,6 +1,6 @@
 """One database read answering everyone who asks the same question at once.
 
-Under load, many SMTP sessions (greenlets) and API requests (threads) ask
+Under load, many SMTP sessions and API requests (greenlets, or threads) ask
 the database the same thing at the same moment: the SMTP-IP credential of
 the same client address, the route for the same recipient, the credential of
 the same API key, the domain authorising the same From.  Each read costs far

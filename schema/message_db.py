@@ -1267,8 +1267,9 @@ def _period_start(moment: dt.datetime, period: str) -> int:
     return int(start.timestamp())
 
 
-#: Statements of the storage hot path, built once and run on the DBAPI cursor
-#: (:mod:`schema.bulk`; see :meth:`MessageDB.insert_messages`).
+# Statements of the storage hot path, built once and run on the DBAPI cursor
+# (:mod:`schema.bulk`; see :meth:`MessageDB.insert_messages`).
+
 #: The columns of a new message that start at zero, written as literals.
 _NEW_MESSAGE_ZEROES = {"held": 0, "inspected": 0, "spam": 0, "spam_score": 0, "threat": 0, "parsed": 0,
                        "tracked_links": 0, "tracked_images": 0}
@@ -1371,8 +1372,10 @@ def _increment_global_statistics(conn: Connection, scope: str, amount: int = 1, 
     """Count ``amount`` more messages of ``scope`` in the installation's statistics row
     (in the main database ``schema`` when ``conn`` is another database's)."""
     column = "total_incoming" if scope == "incoming" else "total_outgoing"
-    if not _global_statistics(is_mysql(conn.engine), column, schema).execute(conn, n=int(amount)):
-        conn.execute(insert(_main_table(Statistic.__table__, schema)).values(
+    table = _main_table(Statistic.__table__, schema)
+    name = conn.dialect.identifier_preparer.format_table(table)
+    if not _global_statistics(is_mysql(conn.engine), column, name).execute(conn, n=int(amount)):
+        conn.execute(insert(table).values(
             total_messages=amount, total_outgoing=amount * int(scope != "incoming"),
             total_incoming=amount * int(scope == "incoming")))
 
@@ -1403,10 +1406,10 @@ def _queued_insert(schema: str | None) -> MultiRowInsert:
 
 
 @functools.lru_cache(maxsize=32)
-def _global_statistics(mysql: bool, column: str, schema: str | None) -> PreparedWrite:
-    """Add ``:n`` to the statistics row's total and ``column``.  MariaDB refuses a subquery
-    on the table being updated; there the single row is the first one."""
-    table = "statistics" if schema is None else f"`{schema.replace('`', '``')}`.statistics"
+def _global_statistics(mysql: bool, column: str, table: str) -> PreparedWrite:
+    """Add ``:n`` to the statistics row's total and ``column`` (``table``: the statistics
+    table's name as the dialect writes it).  MariaDB refuses a subquery on the table being
+    updated; there the single row is the first one."""
     which = "ORDER BY id LIMIT 1" if mysql else "WHERE id = (SELECT MIN(id) FROM statistics)"
     return PreparedWrite(text(f"UPDATE {table} SET total_messages = total_messages + :n, "
                               f"{column} = {column} + :n {which}"))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import pytest
 from sqlalchemy import select
 
 from pyramid_app.auth import CONTENT_SECURITY_POLICY, LoginThrottle
 from schema.main import AuthieSession, User
-from tests.ui.conftest import HOST, PASSWORD, Browser, build_app
+from tests.ui.conftest import HOST, PASSWORD, Browser
 
 
 def test_anonymous_request_is_sent_to_login_with_return_to(anonymous, world):
@@ -198,7 +197,7 @@ def test_ip_endpoint_reports_addresses(anonymous):
     assert response.text == "ip: 203.0.113.5 remote ip: 127.0.0.1"
 
 
-def test_every_request_is_a_postal_request_with_its_attributes_computed_once(app, anonymous, world, database):
+def test_every_request_is_a_postal_request_with_its_attributes_computed_once(app, anonymous, world):
     """The request's lazy attributes are properties of one request class: no class is
     built per request, and each attribute is computed once and kept under its own name."""
     from pyramid.interfaces import INewRequest, INewResponse, IRequestFactory

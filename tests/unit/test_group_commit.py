@@ -4,6 +4,7 @@ next batch, each gets its own messages, and the workers are woken once per batch
 from __future__ import annotations
 
 import threading
+import time
 
 from postald import wakeup
 from postald.smtp.storage import _GroupCommitWriter
@@ -44,7 +45,7 @@ def test_writes_waiting_behind_a_batch_share_the_next_and_wake_the_workers_once(
         for thread in threads[1:]:
             thread.start()
         while len(writer._pending) < 4:
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         release.set()
         for thread in threads:
             thread.join(30)
